@@ -1,0 +1,48 @@
+# The README's commands. Every target creates and uses .venv at the repository root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup serve test lint typecheck bench bench-load protos clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Start the service on the bundled model store (REST :8000, gRPC :50051).
+serve: $(STAMP)
+	$(BIN)/care-serve serve --model-store model_store
+
+## Lint, type-check and run every test.
+test: $(STAMP)
+	$(BIN)/ruff check service tests
+	$(BIN)/ruff format --check service tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check service tests
+	$(BIN)/ruff format --check service tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Model benchmark: eager vs fused torch vs plain vs fused ONNX.
+bench: $(STAMP)
+	$(BIN)/care-serve bench
+
+## Load benchmark of the running stack over REST and gRPC.
+bench-load: $(STAMP)
+	$(BIN)/care-serve bench-load
+
+## Regenerate the gRPC code from protos/.
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

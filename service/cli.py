@@ -1,0 +1,60 @@
+"""The ``care-serve`` / ``python -m service`` command line.
+
+Each subcommand lives in ``service/commands/<name>.py`` and exposes
+``register(subparsers)``; heavy imports (torch, onnxruntime) happen inside the
+handlers so ``--help`` is instant and the ONNX-only server never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from service import __version__
+
+# Module names under service.commands, in the order they appear in --help.
+COMMAND_MODULES = (
+    "serve",
+    "import_model",
+    "export",
+    "info",
+    "bench",
+    "bench_load",
+    "generate",
+    "train",
+    "evaluate",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="care-serve", description="Serve CARE vision transformers over REST and gRPC."
+    )
+    parser.add_argument("--version", action="version", version=f"care-serve {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"service.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"service.commands.{name}":
+                continue  # a command not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"care-serve {args.command}: error: {exc}", file=sys.stderr)
+        return 1

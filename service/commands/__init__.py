@@ -1,0 +1,1 @@
+"""Subcommands of the care-serve command line; each module exposes ``register``."""
