@@ -11,12 +11,12 @@ from service.models.checkpoint import load_checkpoint, read_state_dict, unwrap_s
 
 __all__ = [
     "CARE",
-    "CAREConfig",
     "CARE_CONFIGS",
+    "CAREConfig",
     "check_input_size",
     "create_model",
-    "list_models",
     "get_config",
+    "list_models",
     "load_checkpoint",
     "read_state_dict",
     "unwrap_state_dict",
@@ -31,7 +31,9 @@ def list_models() -> list[str]:
 def get_config(name: str, **overrides: Any) -> CAREConfig:
     """The configuration of variant ``name`` with ``overrides`` applied."""
     if name not in CARE_CONFIGS:
-        raise ValueError(f"unknown CARE variant {name!r}; known variants: {', '.join(list_models())}")
+        raise ValueError(
+            f"unknown CARE variant {name!r}; known variants: {', '.join(list_models())}"
+        )
     return dataclasses.replace(CARE_CONFIGS[name], **overrides)
 
 

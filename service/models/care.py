@@ -29,9 +29,9 @@ from torch import nn
 
 __all__ = [
     "CARE",
-    "CAREConfig",
     "CARE_CONFIGS",
     "DEFAULT_PRETRAINED_CFG",
+    "CAREConfig",
     "check_input_size",
 ]
 
@@ -74,7 +74,9 @@ def _dwconv(channels: int, kernel: tuple[int, int]) -> nn.Conv2d:
     )
 
 
-def linear_attention(v: torch.Tensor, qk: torch.Tensor, num_heads: int, eps: float = 1e-6) -> torch.Tensor:
+def linear_attention(
+    v: torch.Tensor, qk: torch.Tensor, num_heads: int, eps: float = 1e-6
+) -> torch.Tensor:
     """Multi-head linear attention with ``phi(t) = elu(t) + 1``; ``v`` is the input itself.
 
     ``qk`` holds ``q`` then ``k`` along channels (``2 * C``). Per head:
@@ -245,7 +247,7 @@ class CAREStage(nn.Module):
                 for i in range(depth)
             ]
         )
-        self.out_chs: int = self.blocks[-1].out_chs
+        self.out_chs = ratio2 * out_chs if last_stage else out_chs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.downsample(x))
@@ -370,8 +372,14 @@ class CARE(nn.Module):
         return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if pre_logits or self.num_classes <= 0:
-            return x.mean(dim=(2, 3)) if self.num_classes <= 0 else self.head.pre_logits(x)
+        """Logits as the official eval computes them: the mean of both heads.
+
+        Without classes (``num_classes=0``) this is the pooled feature.
+        """
+        if not isinstance(self.head, ClassifierHead):
+            return x.mean(dim=(2, 3))
+        if pre_logits:
+            return self.head.pre_logits(x)
         logits: torch.Tensor = self.head(x)
         if self.dist_head is not None:
             logits = (logits + self.dist_head(x)) / 2

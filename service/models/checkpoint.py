@@ -18,7 +18,7 @@ from torch import nn
 
 from service.errors import CheckpointError
 
-__all__ = ["read_state_dict", "unwrap_state_dict", "load_checkpoint"]
+__all__ = ["load_checkpoint", "read_state_dict", "unwrap_state_dict"]
 
 EMA_KEYS = ("state_dict_ema", "model_ema")
 PLAIN_KEYS = ("state_dict", "model")
@@ -38,8 +38,10 @@ def unwrap_state_dict(obj: Any, use_ema: bool = True) -> dict[str, torch.Tensor]
     keys = (EMA_KEYS + PLAIN_KEYS) if use_ema else (PLAIN_KEYS + EMA_KEYS)
     for key in keys:
         inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(
-            isinstance(v, torch.Tensor) for v in inner.values()
+        if (
+            isinstance(inner, Mapping)
+            and inner
+            and all(isinstance(v, torch.Tensor) for v in inner.values())
         ):
             obj = inner
             break
