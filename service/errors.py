@@ -47,3 +47,67 @@ class CheckpointError(CareServeError, ValueError):
 
     status_code = 422
     grpc_code = "FAILED_PRECONDITION"
+
+
+class Unauthorized(CareServeError):
+    """A protected endpoint (model load/unload) was called without the right token."""
+
+    status_code = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
+class ModelNotReady(CareServeError):
+    """The model exists but is loading, unloading or failed to load."""
+
+    status_code = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class ServerBusy(CareServeError):
+    """A model's request queue is full; the client should retry later."""
+
+    status_code = 503
+    grpc_code = "RESOURCE_EXHAUSTED"
+    retry_after_s: int = 1
+
+
+class DeadlineExceeded(CareServeError):
+    """The request's deadline passed before it could be answered."""
+
+    status_code = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class InferenceError(CareServeError):
+    """The backend failed on a batch (the request itself was valid)."""
+
+    status_code = 500
+    grpc_code = "INTERNAL"
+
+
+class NotSupported(CareServeError):
+    """A task or operation this build or model does not provide."""
+
+    status_code = 501
+    grpc_code = "UNIMPLEMENTED"
+
+
+class ModelStoreError(CareServeError, ValueError):
+    """A model package or the store layout is invalid (bad manifest, missing weights)."""
+
+    status_code = 422
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class DatasetError(CareServeError, ValueError):
+    """A training or evaluation dataset is missing, malformed or not in the expected layout."""
+
+    status_code = 422
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class ExportError(CareServeError):
+    """An ONNX export failed: the exporter or checker refused it, or outputs disagree with torch."""
+
+    status_code = 500
+    grpc_code = "INTERNAL"

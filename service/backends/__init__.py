@@ -1,0 +1,44 @@
+"""Backends: ONNX Runtime (default, no torch) and PyTorch (imported only when used)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.backends.base import Backend
+from service.store.manifest import Manifest
+
+__all__ = ["Backend", "load_backend"]
+
+
+def load_backend(
+    package_dir: Path,
+    manifest: Manifest,
+    threads: int,
+    kind: str = "auto",
+    *,
+    allow_spinning: bool = True,
+) -> Backend:
+    """Load the package's weights with the backend its format needs (or ``kind``)."""
+    fmt = manifest.format if kind == "auto" else kind
+    if fmt != manifest.format:
+        from service.errors import ModelStoreError
+
+        raise ModelStoreError(
+            f"{manifest.name}/{manifest.version} holds {manifest.format} weights; the server is "
+            f"configured for backend={kind}"
+        )
+    if fmt == "pytorch":
+        try:
+            from service.backends.torch_backend import TorchBackend
+        except ImportError as exc:
+            from service.errors import ModelStoreError
+
+            raise ModelStoreError(
+                f"{manifest.name}/{manifest.version} holds PyTorch weights but torch is not "
+                f"installed ({exc}); install care-serve[torch] or import the model as ONNX"
+            ) from exc
+
+        return TorchBackend(package_dir, manifest, threads)
+    from service.backends.onnx_backend import OnnxBackend
+
+    return OnnxBackend(package_dir, manifest, threads, allow_spinning)

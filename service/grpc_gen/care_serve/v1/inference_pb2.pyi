@@ -1,0 +1,211 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Timings(_message.Message):
+    __slots__ = ("decode_ms", "preprocess_ms", "queue_ms", "compute_ms", "postprocess_ms", "total_ms")
+    DECODE_MS_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESS_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    POSTPROCESS_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    decode_ms: float
+    preprocess_ms: float
+    queue_ms: float
+    compute_ms: float
+    postprocess_ms: float
+    total_ms: float
+    def __init__(self, decode_ms: _Optional[float] = ..., preprocess_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., postprocess_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+
+class ClassifyRequest(_message.Message):
+    __slots__ = ("model", "version", "image", "top_k")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    image: bytes
+    top_k: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class Classification(_message.Message):
+    __slots__ = ("label", "class_id", "probability")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    class_id: int
+    probability: float
+    def __init__(self, label: _Optional[str] = ..., class_id: _Optional[int] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class ClassifyResponse(_message.Message):
+    __slots__ = ("model", "version", "predictions", "timings", "batch_size", "image_width", "image_height")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    predictions: _containers.RepeatedCompositeFieldContainer[Classification]
+    timings: Timings
+    batch_size: int
+    image_width: int
+    image_height: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
+
+class DetectRequest(_message.Message):
+    __slots__ = ("model", "version", "image", "score_threshold", "max_detections")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    image: bytes
+    score_threshold: float
+    max_detections: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image: _Optional[bytes] = ..., score_threshold: _Optional[float] = ..., max_detections: _Optional[int] = ...) -> None: ...
+
+class Box(_message.Message):
+    __slots__ = ("x1", "y1", "x2", "y2")
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    X2_FIELD_NUMBER: _ClassVar[int]
+    Y2_FIELD_NUMBER: _ClassVar[int]
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    def __init__(self, x1: _Optional[float] = ..., y1: _Optional[float] = ..., x2: _Optional[float] = ..., y2: _Optional[float] = ...) -> None: ...
+
+class Detection(_message.Message):
+    __slots__ = ("label", "class_id", "score", "box")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    class_id: int
+    score: float
+    box: Box
+    def __init__(self, label: _Optional[str] = ..., class_id: _Optional[int] = ..., score: _Optional[float] = ..., box: _Optional[_Union[Box, _Mapping]] = ...) -> None: ...
+
+class DetectResponse(_message.Message):
+    __slots__ = ("model", "version", "image_width", "image_height", "detections", "timings", "batch_size")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    image_width: int
+    image_height: int
+    detections: _containers.RepeatedCompositeFieldContainer[Detection]
+    timings: Timings
+    batch_size: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class SegmentRequest(_message.Message):
+    __slots__ = ("model", "version", "image", "return_overlay")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_OVERLAY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    image: bytes
+    return_overlay: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image: _Optional[bytes] = ..., return_overlay: _Optional[bool] = ...) -> None: ...
+
+class ClassShare(_message.Message):
+    __slots__ = ("label", "class_id", "share")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    class_id: int
+    share: float
+    def __init__(self, label: _Optional[str] = ..., class_id: _Optional[int] = ..., share: _Optional[float] = ...) -> None: ...
+
+class SegmentResponse(_message.Message):
+    __slots__ = ("model", "version", "image_width", "image_height", "class_names", "mask_png", "class_shares", "overlay_png", "timings", "batch_size")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    MASK_PNG_FIELD_NUMBER: _ClassVar[int]
+    CLASS_SHARES_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    image_width: int
+    image_height: int
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    mask_png: bytes
+    class_shares: _containers.RepeatedCompositeFieldContainer[ClassShare]
+    overlay_png: bytes
+    timings: Timings
+    batch_size: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., mask_png: _Optional[bytes] = ..., class_shares: _Optional[_Iterable[_Union[ClassShare, _Mapping]]] = ..., overlay_png: _Optional[bytes] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "state", "loaded_version", "versions", "task", "architecture", "format", "input_height", "input_width", "num_classes", "backend", "error", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LOADED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    loaded_version: int
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    task: str
+    architecture: str
+    format: str
+    input_height: int
+    input_width: int
+    num_classes: int
+    backend: str
+    error: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., loaded_version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., format: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., num_classes: _Optional[int] = ..., backend: _Optional[str] = ..., error: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...

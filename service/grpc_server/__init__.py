@@ -1,0 +1,1 @@
+"""The gRPC transport: servicer (thin) and server (health, reflection, graceful stop)."""

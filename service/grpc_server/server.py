@@ -1,0 +1,56 @@
+"""The gRPC server: the inference service, the standard health service, reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
+from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from service.grpc_server.servicer import InferenceServicer
+from service.inference import DataPlane
+
+__all__ = ["SERVICE_NAME", "GrpcServer"]
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
+MAX_MESSAGE_OVERHEAD = 1024 * 1024
+
+
+class GrpcServer:
+    """A ``grpc.aio`` server on the data plane's event loop."""
+
+    def __init__(self, data_plane: DataPlane, host: str, port: int) -> None:
+        limit = data_plane.settings.max_image_bytes + MAX_MESSAGE_OVERHEAD
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ]
+        )
+        pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(data_plane), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind the gRPC server to {host}:{port}")
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, let in-flight ones finish for up to ``grace`` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)

@@ -1,0 +1,141 @@
+"""``care_serve.v1.InferenceService``: parse, call the data plane, convert.
+
+Errors map once: a ``CareServeError`` becomes its ``grpc_code`` with the message
+as details; anything else becomes INTERNAL without a traceback. The call's
+deadline (``context.time_remaining()``) becomes the request deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from service.errors import CareServeError
+from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
+from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from service.inference import DataPlane, InferenceResult
+from service.tasks.classification import ClassificationResult
+
+__all__ = ["InferenceServicer"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _timings(ms: dict[str, float]) -> Any:
+    return pb.Timings(
+        decode_ms=ms["decode"],
+        preprocess_ms=ms["preprocess"],
+        queue_ms=ms["queue"],
+        compute_ms=ms["compute"],
+        postprocess_ms=ms["postprocess"],
+        total_ms=ms["total"],
+    )
+
+
+def _model_info(info: dict[str, Any]) -> Any:
+    inp = info.get("input") or {}
+    card = info.get("model_card") or {}
+    return pb.ModelInfo(
+        name=info["name"],
+        state=info["state"],
+        loaded_version=info.get("loaded_version") or 0,
+        versions=info.get("versions", []),
+        task=info.get("task", ""),
+        architecture=info.get("architecture", ""),
+        format=info.get("format", ""),
+        input_height=inp.get("height", 0),
+        input_width=inp.get("width", 0),
+        num_classes=info.get("num_classes", 0),
+        backend=info.get("backend", ""),
+        error=info.get("error") or "",
+        description=card.get("description", ""),
+    )
+
+
+def _timeout(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return remaining if remaining is not None and remaining < 1e8 else None
+
+
+async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except CareServeError as exc:
+        code = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+        await context.abort(code, exc.message)
+    except Exception:
+        log.exception("internal error in a gRPC call")
+        await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+    raise AssertionError("unreachable")  # context.abort raises
+
+
+class InferenceServicer(pb_grpc.InferenceServiceServicer):
+    """Thin adapter from protobuf messages to the data plane."""
+
+    def __init__(self, data_plane: DataPlane) -> None:
+        self.data_plane = data_plane
+
+    async def _infer(
+        self, task: str, request: Any, params: dict[str, Any], context: Any
+    ) -> InferenceResult:
+        return await self.data_plane.infer(
+            task,
+            request.image,
+            model=request.model or None,
+            version=request.version or None,
+            params=params,
+            protocol="grpc",
+            timeout_s=_timeout(context),
+        )
+
+    async def Classify(self, request: Any, context: Any) -> Any:
+        params = {"top_k": request.top_k if request.HasField("top_k") else None}
+        result = await _guard(
+            context, lambda: self._infer("classification", request, params, context)
+        )
+        assert isinstance(result.result, ClassificationResult)
+        return pb.ClassifyResponse(
+            model=result.model,
+            version=result.version,
+            predictions=[
+                pb.Classification(label=p.label, class_id=p.class_id, probability=p.probability)
+                for p in result.result.predictions
+            ],
+            timings=_timings(result.timings_ms),
+            batch_size=result.batch_size,
+            image_width=result.image_width,
+            image_height=result.image_height,
+        )
+
+    async def Detect(self, request: Any, context: Any) -> Any:
+        # Wired by the detection task: until then the data plane answers UNIMPLEMENTED
+        # (or NOT_FOUND / INVALID_ARGUMENT for a model that does not fit).
+        params: dict[str, Any] = {}
+        if request.HasField("score_threshold"):
+            params["score_threshold"] = request.score_threshold
+        if request.HasField("max_detections"):
+            params["max_detections"] = request.max_detections
+        await _guard(context, lambda: self._infer("detection", request, params, context))
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Detect responses are not wired yet")
+
+    async def Segment(self, request: Any, context: Any) -> Any:
+        params = {"return_overlay": request.return_overlay}
+        await _guard(context, lambda: self._infer("segmentation", request, params, context))
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Segment responses are not wired yet")
+
+    async def ListModels(self, request: Any, context: Any) -> Any:
+        async def call() -> list[dict[str, Any]]:
+            return self.data_plane.list_models()
+
+        models = await _guard(context, call)
+        return pb.ListModelsResponse(models=[_model_info(m) for m in models])
+
+    async def GetModel(self, request: Any, context: Any) -> Any:
+        async def call() -> dict[str, Any]:
+            return self.data_plane.model_detail(request.name)
+
+        return _model_info(await _guard(context, call))

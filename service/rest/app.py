@@ -1,0 +1,35 @@
+"""The FastAPI application factory: no module-level app, tests build their own."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.inference import DataPlane
+from service.rest.errors import install_error_handlers
+from service.rest.routers import health, inference, models
+from service.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
+    """The REST app serving ``data_plane`` (shared with the gRPC server)."""
+    docs = settings.enable_docs
+    app = FastAPI(
+        title="care-serve",
+        version=__version__,
+        description="CARE vision transformers on CPUs: classification (detection and "
+        "segmentation as their models are added). Errors are JSON "
+        '`{"error": {"type", "message"}}`.',
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.state.data_plane = data_plane
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(inference.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    return app

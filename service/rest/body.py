@@ -1,0 +1,61 @@
+"""Reading the image of a request: a multipart file field or the raw body, size-limited."""
+
+from __future__ import annotations
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.types import Message
+
+from service.errors import InvalidInput, PayloadTooLarge
+
+__all__ = ["FILE_FIELDS", "read_image_bytes"]
+
+FILE_FIELDS = ("file", "image")
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(
+            f"request body is {length} bytes; images are limited to {limit} bytes"
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes (max_image_bytes)")
+    return bytes(body)
+
+
+async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
+    """The image bytes of ``request`` (multipart field ``file``/``image`` or raw body)."""
+    content_type = request.headers.get("content-type", "").lower()
+    if not content_type.startswith("multipart/form-data"):
+        return await _read_limited(request, max_bytes)
+    body = await _read_limited(request, max_bytes + MULTIPART_OVERHEAD)
+
+    async def replay() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=2, max_fields=16)
+    except Exception as exc:  # malformed multipart
+        raise InvalidInput(f"cannot parse the multipart body: {exc}") from None
+    try:
+        for name in FILE_FIELDS:
+            part = form.get(name)
+            if isinstance(part, UploadFile):
+                data = await part.read()
+                if len(data) > max_bytes:
+                    raise PayloadTooLarge(
+                        f"image is {len(data)} bytes; the limit is {max_bytes} bytes"
+                    )
+                return data
+            if isinstance(part, str):
+                raise InvalidInput(f"multipart field {name!r} must be a file upload, not text")
+    finally:
+        await form.close()
+    raise InvalidInput(
+        f"multipart body has no file field named {' or '.join(map(repr, FILE_FIELDS))}"
+    )

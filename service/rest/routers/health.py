@@ -1,0 +1,33 @@
+"""Liveness, readiness and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.rest.deps import DataPlaneDep
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live", summary="The process is up")
+async def live() -> dict[str, str]:
+    return {"status": "live"}
+
+
+@router.get("/health/ready", summary="Start-up loading finished and no model is loading")
+async def ready(data_plane: DataPlaneDep) -> JSONResponse:
+    ok = data_plane.ready()
+    loaded = sorted(data_plane.manager.loaded())
+    return JSONResponse(
+        {"status": "ready" if ok else "not ready", "models": loaded},
+        status_code=200 if ok else 503,
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(data_plane: DataPlaneDep) -> Response:
+    return Response(generate_latest(data_plane.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,139 @@
+"""POST /classify (and /detect, /segment, answered by their task plugins once present)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Header, Query, Request
+
+from service.rest.body import read_image_bytes
+from service.rest.deps import DataPlaneDep
+from service.rest.schemas import ClassifyResponse, ErrorBody, classify_response, generic_response
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["inference"])
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The image: a multipart file field 'file' (or 'image'), or the raw bytes.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "image/jpeg": _BINARY,
+            "image/png": _BINARY,
+            "application/octet-stream": _BINARY,
+        },
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Bad image or parameter",
+        401: "Missing or wrong admin token",
+        404: "Unknown model or version",
+        413: "Image larger than the byte or pixel limit",
+        501: "Task not available in this build",
+        503: "Queue full or model not ready (see Retry-After)",
+        504: "Deadline passed while queued",
+    }.items()
+}
+
+ModelQ = Query(None, description="Model name; default: the task's default model.")
+VersionQ = Query(None, description="Model version; default: the version being served.")
+TimeoutH = Header(None, description="Deadline of this request in milliseconds.")
+
+
+def _timeout_s(timeout_ms: float | None) -> float | None:
+    return None if timeout_ms is None else timeout_ms / 1000.0
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=ERRORS,
+    openapi_extra=IMAGE_BODY,
+    summary="Classify an image: top-k labels with probabilities",
+)
+async def classify(
+    request: Request,
+    data_plane: DataPlaneDep,
+    model: str | None = ModelQ,
+    version: int | None = VersionQ,
+    top_k: int | None = Query(None, description="How many classes to return (default 5)."),
+    x_request_timeout_ms: float | None = TimeoutH,
+) -> ClassifyResponse:
+    image = await read_image_bytes(request, data_plane.settings.max_image_bytes)
+    result = await data_plane.infer(
+        "classification",
+        image,
+        model=model,
+        version=version,
+        params={"top_k": top_k},
+        protocol="rest",
+        timeout_s=_timeout_s(x_request_timeout_ms),
+    )
+    return classify_response(result)
+
+
+@router.post(
+    "/detect",
+    responses=ERRORS,
+    openapi_extra=IMAGE_BODY,
+    summary="Detect objects: boxes in image pixels",
+)
+async def detect(
+    request: Request,
+    data_plane: DataPlaneDep,
+    model: str | None = ModelQ,
+    version: int | None = VersionQ,
+    score_threshold: float | None = Query(None, description="Minimum score to return."),
+    max_detections: int | None = Query(None, description="At most this many detections."),
+    x_request_timeout_ms: float | None = TimeoutH,
+) -> dict[str, Any]:
+    image = await read_image_bytes(request, data_plane.settings.max_image_bytes)
+    params = {"score_threshold": score_threshold, "max_detections": max_detections}
+    result = await data_plane.infer(
+        "detection",
+        image,
+        model=model,
+        version=version,
+        params={k: v for k, v in params.items() if v is not None},
+        protocol="rest",
+        timeout_s=_timeout_s(x_request_timeout_ms),
+    )
+    return generic_response(result)
+
+
+@router.post(
+    "/segment",
+    responses=ERRORS,
+    openapi_extra=IMAGE_BODY,
+    summary="Segment an image: class mask (PNG) and class shares",
+)
+async def segment(
+    request: Request,
+    data_plane: DataPlaneDep,
+    model: str | None = ModelQ,
+    version: int | None = VersionQ,
+    return_overlay: bool = Query(False, description="Also return a colour overlay PNG."),
+    x_request_timeout_ms: float | None = TimeoutH,
+) -> dict[str, Any]:
+    image = await read_image_bytes(request, data_plane.settings.max_image_bytes)
+    result = await data_plane.infer(
+        "segmentation",
+        image,
+        model=model,
+        version=version,
+        params={"return_overlay": return_overlay},
+        protocol="rest",
+        timeout_s=_timeout_s(x_request_timeout_ms),
+    )
+    return generic_response(result)

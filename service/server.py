@@ -1,0 +1,180 @@
+"""Wiring: store -> manager -> data plane -> REST and gRPC servers, one event loop.
+
+Both servers share one ``DataPlane`` (and so one set of batchers and metrics).
+Shutdown (SIGINT/SIGTERM or ``stop()``): gRPC health turns NOT_SERVING, both
+servers stop accepting and finish in-flight requests (up to
+``graceful_shutdown_s``), then the models are unloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from service.grpc_server.server import GrpcServer
+from service.imaging import configure_pillow
+from service.inference import DataPlane
+from service.manager import ModelManager
+from service.metrics import ServingMetrics
+from service.rest.app import create_app
+from service.settings import Settings
+from service.store.repository import ModelRepository
+
+__all__ = ["BackgroundStack", "ServingStack"]
+
+log = logging.getLogger("care_serve")
+T = TypeVar("T")
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the stack owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when
+    # the socket says it is TCP; without it, Nagle + delayed ACK add ~40 ms to every response.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+class ServingStack:
+    """The whole service; ``await start()`` then ``await stop()`` (or ``serve_forever``)."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ServingMetrics(self.registry)
+        self.repository = ModelRepository(settings.model_store)
+        self.manager = ModelManager(self.repository, settings, self.metrics)
+        self._executor = ThreadPoolExecutor(
+            settings.preprocess_workers(), thread_name_prefix="preprocess"
+        )
+        self.data_plane = DataPlane(settings, self.manager, self.metrics, self._executor)
+        self.app = create_app(settings, self.data_plane)
+        self.http_port = 0
+        self.grpc_port = 0
+        self.startup_report: list[str] = []
+        self._http: _UvicornServer | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._grpc: GrpcServer | None = None
+
+    async def start(self) -> None:
+        """Load the start-up models, then start REST and gRPC."""
+        configure_pillow(self.settings.max_image_pixels)
+        if not self.repository.exists():
+            log.warning("model store %s does not exist: serving no models", self.repository.root)
+        self.startup_report = await self.manager.start()
+        for line in self.startup_report:
+            (log.warning if line.startswith(("FAILED", "no models")) else log.info)("%s", line)
+        sock = _bind(self.settings.host, self.settings.http_port)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=max(1, round(self.settings.graceful_shutdown_s)),
+        )
+        self._http = _UvicornServer(config)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()
+                raise RuntimeError("the HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+        if self.settings.enable_grpc:
+            self._grpc = GrpcServer(self.data_plane, self.settings.host, self.settings.grpc_port)
+            await self._grpc.start()
+            await self._grpc.set_serving(True)
+            self.grpc_port = self._grpc.port
+        log.info(
+            "care-serve ready: REST http://%s:%d, gRPC %s",
+            self.settings.host,
+            self.http_port,
+            f"{self.settings.host}:{self.grpc_port}" if self._grpc else "disabled",
+        )
+
+    async def stop(self) -> None:
+        """Finish in-flight requests (up to ``graceful_shutdown_s``), then unload models."""
+        grace = self.settings.graceful_shutdown_s
+        waits: list[Coroutine[Any, Any, Any]] = []
+        if self._grpc is not None:
+            waits.append(self._grpc.stop(grace))
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            waits.append(asyncio.wait_for(asyncio.shield(self._http_task), grace + 5))
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("error while stopping a server: %r", result)
+        await self.manager.close()
+        self._executor.shutdown(wait=False)
+        log.info("care-serve stopped")
+
+    async def serve_forever(self) -> None:
+        """Start, run until SIGINT/SIGTERM, stop gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("shutting down: finishing in-flight requests")
+        await self.stop()
+
+
+class BackgroundStack:
+    """A ``ServingStack`` on its own event loop in a thread (tests, ``bench-load``)."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.stack = ServingStack(settings, registry)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> BackgroundStack:
+        self._thread.start()
+        self.run(self.stack.start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 120) -> T:
+        """Run ``coro`` on the stack's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.run(self.stack.stop())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.stack.settings.host}:{self.stack.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{self.stack.settings.host}:{self.stack.grpc_port}"

@@ -1,0 +1,132 @@
+"""Server settings: one object, every field an environment variable ``CARE_SERVE_<FIELD>``.
+
+Command-line options of ``care-serve serve`` override the environment, which
+overrides the defaults declared here. Thread rule: each loaded model runs its
+backend with ``intra_op_threads`` threads (0 = the CPU cores divided by the
+number of models loaded at start-up, at least 1) and one inter-op thread, so
+the threads of all loaded models never exceed the cores.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "cpu_count", "default_model_store"]
+
+
+def default_model_store() -> Path:
+    """The bundled ``model_store/`` beside ``service/`` in a checkout, else ``./model_store``."""
+    bundled = Path(__file__).resolve().parent.parent / "model_store"
+    return bundled if bundled.is_dir() else Path("model_store")
+
+
+def cpu_count() -> int:
+    """CPU cores this process may use (honours affinity masks, e.g. containers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure; documented in ``docs/serving.md``."""
+
+    model_config = SettingsConfigDict(env_prefix="CARE_SERVE_", extra="forbid")
+
+    # --- where and what to serve ---------------------------------------------------------
+    model_store: Path = Field(
+        default_factory=default_model_store, description="The model store directory."
+    )
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"],
+        description="Models to load at start-up (comma-separated; '*' = every model in the "
+        "store, newest version; 'name:version' pins a version; empty = none).",
+    )
+    backend: Literal["auto", "onnx", "pytorch"] = Field(
+        default="auto", description="auto = the format in each manifest; onnx/pytorch force one."
+    )
+
+    # --- network -------------------------------------------------------------------------
+    host: str = Field(
+        default="127.0.0.1", description="Interface for REST and gRPC (0.0.0.0 = all)."
+    )
+    http_port: int = Field(default=8000, ge=0, le=65535, description="REST port (0 = a free port).")
+    grpc_port: int = Field(
+        default=50051, ge=0, le=65535, description="gRPC port (0 = a free port)."
+    )
+    enable_grpc: bool = Field(default=True, description="Start the gRPC server.")
+    enable_docs: bool = Field(default=True, description="Serve the OpenAPI docs at /docs.")
+
+    # --- threads -------------------------------------------------------------------------
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="Backend threads per model; 0 = cores / models at start-up."
+    )
+    onnx_allow_spinning: bool = Field(
+        default=False,
+        description="Let idle ONNX Runtime threads busy-wait (can help on dedicated cores; "
+        "steals CPU from image decoding on shared ones).",
+    )
+    preprocess_threads: int = Field(
+        default=0, ge=0, description="Threads decoding and preprocessing images; 0 = the cores."
+    )
+
+    # --- requests ------------------------------------------------------------------------
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Default deadline of a request (queue + compute)."
+    )
+    max_image_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest accepted encoded image (bytes)."
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1, description="Largest accepted image width x height (bomb guard)."
+    )
+    allowed_image_formats: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"],
+        description="Pillow formats accepted (comma-separated).",
+    )
+    max_top_k: int = Field(default=100, ge=1, description="Largest top_k a client may ask for.")
+
+    # --- lifecycle -----------------------------------------------------------------------
+    admin_token: SecretStr | None = Field(
+        default=None, description="If set, load/unload need 'Authorization: Bearer <token>'."
+    )
+    warmup_runs: int = Field(
+        default=2, ge=0, description="Warm-up batches run before a model is ready."
+    )
+    graceful_shutdown_s: float = Field(
+        default=10.0, ge=0, description="How long shutdown waits for in-flight requests."
+    )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long an unload/reload waits for the old model's requests.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the server."
+    )
+
+    @field_validator("models", "allowed_image_formats", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_image_formats")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [v.upper() for v in value]
+
+    def threads_per_model(self, n_models: int) -> int:
+        """Intra-op threads for each model when ``n_models`` are loaded (the thread rule)."""
+        if self.intra_op_threads:
+            return self.intra_op_threads
+        return max(1, cpu_count() // max(1, n_models))
+
+    def preprocess_workers(self) -> int:
+        return self.preprocess_threads or cpu_count()

@@ -1,0 +1,30 @@
+"""The model store: package manifests, the package writer and the store reader."""
+
+from service.store.manifest import (
+    LABELS_FILE,
+    MANIFEST_FILE,
+    BatchingConfig,
+    InputSpec,
+    Manifest,
+    ModelCard,
+    Preprocessing,
+)
+from service.store.package import package_path, read_labels, read_manifest, write_package
+from service.store.repository import STORE_FILE, ModelRepository, PackageInfo
+
+__all__ = [
+    "LABELS_FILE",
+    "MANIFEST_FILE",
+    "STORE_FILE",
+    "BatchingConfig",
+    "InputSpec",
+    "Manifest",
+    "ModelCard",
+    "ModelRepository",
+    "PackageInfo",
+    "Preprocessing",
+    "package_path",
+    "read_labels",
+    "read_manifest",
+    "write_package",
+]

@@ -1,0 +1,281 @@
+"""The model package manifest (``manifest.json``), schema version 1.
+
+A package is ``<store>/<name>/<version>/`` holding ``manifest.json``, the
+weights file it names and, optionally, ``labels.txt`` (one class name per
+line, in class-index order). The manifest says everything the server needs to
+serve the weights: task, architecture, input size, preprocessing, labels,
+batching, task-specific post-processing settings and a short model card.
+The field reference is in ``docs/serving.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "LABELS_FILE",
+    "MANIFEST_FILE",
+    "NAME_PATTERN",
+    "SCHEMA_VERSION",
+    "TASKS",
+    "BatchingConfig",
+    "InputSpec",
+    "Manifest",
+    "ModelCard",
+    "Preprocessing",
+    "validate_model_name",
+    "validate_version",
+]
+
+MANIFEST_FILE = "manifest.json"
+LABELS_FILE = "labels.txt"
+SCHEMA_VERSION = 1
+TASKS = ("classification", "detection", "segmentation")
+INPUT_MULTIPLE = 32
+
+# A model name: starts with a letter or digit; letters, digits, '_', '-', '.'; at most 64
+# characters; never '.' or '..'. It is used as a directory name inside the store, so it
+# can never contain a path separator.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MAX_VERSION = 999_999_999
+
+Task = Literal["classification", "detection", "segmentation"]
+
+
+def validate_model_name(name: str) -> str:
+    """Return ``name`` if it is a valid model name, else raise ``ValueError``."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"invalid model name {name!r}: use 1-64 characters from letters, digits, '_', '-' "
+            "and '.', starting with a letter or digit (no '/', no '..')"
+        )
+    return name
+
+
+def validate_version(version: int | str) -> int:
+    """Return ``version`` as an int if it is a valid version (1..999999999), else raise."""
+    text = str(version)
+    if not text.isascii() or not text.isdigit() or len(text) > 9 or int(text) < 1:
+        raise ValueError(
+            f"invalid model version {version!r}: versions are positive integers "
+            f"(1 to {MAX_VERSION})"
+        )
+    return int(text)
+
+
+def _check_file_name(value: str | None, field: str) -> str | None:
+    if value is not None and (not _FILE_RE.fullmatch(value) or ".." in value):
+        raise ValueError(
+            f"{field} must be a plain file name inside the package directory (letters, digits, "
+            f"'_', '-', '.'; no '/' and no '..'), got {value!r}"
+        )
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """The network input: ``channels`` x ``height`` x ``width``, sides multiples of 32."""
+
+    height: int = Field(default=224, description="Input height in pixels (a multiple of 32).")
+    width: int = Field(default=224, description="Input width in pixels (a multiple of 32).")
+    channels: Literal[3] = Field(default=3, description="Always 3 (RGB).")
+    name: str = Field(default="input", description="The input tensor name of an ONNX model.")
+
+    @model_validator(mode="after")
+    def _multiple_of_32(self) -> InputSpec:
+        for side in ("height", "width"):
+            value = getattr(self, side)
+            if value <= 0 or value % INPUT_MULTIPLE:
+                raise ValueError(
+                    f"input.{side} must be a positive multiple of {INPUT_MULTIPLE}, got {value}"
+                )
+        return self
+
+
+class Preprocessing(_Strict):
+    """How a decoded RGB image becomes the normalised CHW float32 input.
+
+    ``center_crop`` (the ImageNet eval transform): resize the short side to
+    ``resize_short_side`` (default ``floor(max(input side) / crop_pct)``), then crop
+    the centre ``input.height x input.width`` (the crop size is the input size).
+    ``resize``: stretch to the input size. ``letterbox``: scale to fit inside the
+    input size keeping the aspect ratio and pad with ``pad_value``. Then scale to
+    [0, 1] and normalise with ``mean``/``std`` per channel.
+    """
+
+    mode: Literal["center_crop", "resize", "letterbox"] = Field(
+        default="center_crop", description="Geometry: center_crop, resize or letterbox."
+    )
+    resize_short_side: int | None = Field(
+        default=None, description="center_crop: short side after resizing; default from crop_pct."
+    )
+    crop_pct: float = Field(
+        default=0.875, gt=0.0, le=1.0, description="center_crop: crop size / resized short side."
+    )
+    interpolation: Literal["bicubic", "bilinear", "nearest", "lanczos", "box", "hamming"] = Field(
+        default="bicubic", description="Pillow resampling filter used for every resize."
+    )
+    mean: tuple[float, float, float] = Field(
+        default=(0.485, 0.456, 0.406),
+        description="Per-channel mean subtracted after scaling to [0, 1].",
+    )
+    std: tuple[float, float, float] = Field(
+        default=(0.229, 0.224, 0.225),
+        description="Per-channel std divided after subtracting the mean.",
+    )
+    pad_value: int = Field(
+        default=114, ge=0, le=255, description="letterbox: grey level of the padding (0-255)."
+    )
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v <= 0 for v in value):
+            raise ValueError(f"preprocessing.std values must be > 0, got {value}")
+        return value
+
+
+class BatchingConfig(_Strict):
+    """Dynamic batching knobs (Triton's names): a batch runs when it has
+    ``max_batch_size`` requests or the oldest waited ``max_queue_delay_ms``."""
+
+    max_batch_size: int = Field(default=8, ge=1, le=256, description="Largest batch run at once.")
+    max_queue_delay_ms: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=10_000.0,
+        description="Longest wait for more requests after the first.",
+    )
+    max_queue_size: int = Field(
+        default=64, ge=1, le=100_000, description="Queued requests beyond this are refused (503)."
+    )
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list,
+        description="Run as soon as the queue holds one of these sizes (optional).",
+    )
+    request_timeout_ms: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Default per-request deadline; None uses the server setting.",
+    )
+
+    @model_validator(mode="after")
+    def _preferred_within_max(self) -> BatchingConfig:
+        bad = [s for s in self.preferred_batch_sizes if s < 1 or s > self.max_batch_size]
+        if bad:
+            raise ValueError(
+                f"batching.preferred_batch_sizes must lie in 1..max_batch_size "
+                f"({self.max_batch_size}); got {bad}"
+            )
+        return self
+
+
+class ModelCard(_Strict):
+    """Where the weights come from and how good they are."""
+
+    description: str = Field(
+        default="", description="What the model does, in one or two sentences."
+    )
+    source: str = Field(
+        default="", description="Where the weights came from (file, URL, training run)."
+    )
+    source_sha256: str | None = Field(default=None, description="sha256 of the source checkpoint.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Quality figures, e.g. {'top1': 0.78}."
+    )
+    license: str = Field(default="", description="License of the weights.")
+    training_command: str | None = Field(
+        default=None, description="Command that produced the weights."
+    )
+    notes: dict[str, Any] = Field(
+        default_factory=dict, description="Anything else: export parity error, dataset, date."
+    )
+
+
+class Manifest(_Strict):
+    """One model package. ``name`` and ``version`` must match the package directory."""
+
+    schema_version: Literal[1] = Field(default=1, description="Manifest schema version.")
+    name: str = Field(description="Model name (NAME_PATTERN); the package's parent directory.")
+    version: int = Field(description="Positive integer; the package directory name.")
+    task: Task = Field(description="classification, detection or segmentation.")
+    architecture: str = Field(description="Network variant, e.g. care_s0 or care_tiny.")
+    format: Literal["onnx", "pytorch"] = Field(default="onnx", description="Weights format.")
+    weights: str = Field(description="Weights file name inside the package directory.")
+    num_classes: int = Field(ge=1, description="Number of classes the model predicts.")
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="format pytorch: extra create_model overrides (e.g. distillation).",
+    )
+    input: InputSpec = Field(default_factory=InputSpec)
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    labels: list[str] | None = Field(
+        default=None, description="Class names inline, in index order."
+    )
+    labels_file: str | None = Field(
+        default=None, description="Or: a file with one class name a line."
+    )
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    outputs: list[str] = Field(
+        default_factory=lambda: ["logits"], min_length=1, description="Model output names."
+    )
+    postprocessing: dict[str, Any] = Field(
+        default_factory=dict, description="Task-specific settings (thresholds, NMS, strides)."
+    )
+    model_card: ModelCard = Field(default_factory=ModelCard)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return validate_model_name(value)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _valid_version(cls, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"version must be a positive integer, got {value!r}")
+        return validate_version(value)
+
+    @field_validator("weights")
+    @classmethod
+    def _valid_weights(cls, value: str) -> str:
+        checked = _check_file_name(value, "weights")
+        assert checked is not None
+        return checked
+
+    @field_validator("labels_file")
+    @classmethod
+    def _valid_labels_file(cls, value: str | None) -> str | None:
+        return _check_file_name(value, "labels_file")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.labels is not None and self.labels_file is not None:
+            raise ValueError("give either labels (inline) or labels_file, not both")
+        if self.labels is not None and len(self.labels) != self.num_classes:
+            raise ValueError(
+                f"labels has {len(self.labels)} entries but num_classes is {self.num_classes}"
+            )
+        needed = max(self.input.height, self.input.width)
+        if self.preprocessing.mode == "center_crop" and self.resize_short_side < needed:
+            raise ValueError(
+                f"preprocessing.resize_short_side ({self.resize_short_side}) must be at least the "
+                f"larger input side ({needed}) for center_crop"
+            )
+        return self
+
+    @property
+    def resize_short_side(self) -> int:
+        """The center_crop short side: explicit, or ``floor(max input side / crop_pct)``."""
+        if self.preprocessing.resize_short_side is not None:
+            return self.preprocessing.resize_short_side
+        side = max(self.input.height, self.input.width)
+        return int(side / self.preprocessing.crop_pct)

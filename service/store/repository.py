@@ -1,0 +1,157 @@
+"""The model store on disk: ``<root>/<name>/<version>/manifest.json``.
+
+Every name and version a client sends is validated against a strict pattern
+before it touches the file system, and the resolved package directory must lie
+inside the store, so a request can never reach outside it. An optional
+``<root>/store.json`` names the default model per task::
+
+    {"defaults": {"classification": "shapes-classifier", "detection": "shapes-detector"}}
+
+Without it the default for a task is the only model of that task, or else the
+alphabetically first one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.errors import InvalidInput, ModelStoreError, NotFound
+from service.store.manifest import (
+    MANIFEST_FILE,
+    TASKS,
+    Manifest,
+    validate_model_name,
+    validate_version,
+)
+from service.store.package import read_manifest
+
+__all__ = ["STORE_FILE", "ModelRepository", "PackageInfo"]
+
+log = logging.getLogger(__name__)
+STORE_FILE = "store.json"
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """A package found in the store: its directory and validated manifest."""
+
+    path: Path
+    manifest: Manifest
+
+
+def check_name(name: str) -> str:
+    """Validate a client-supplied model name (``InvalidInput`` if it is not one)."""
+    try:
+        return validate_model_name(name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def check_version(version: int | str) -> int:
+    """Validate a client-supplied version (``InvalidInput`` if it is not one)."""
+    try:
+        return validate_version(version)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+class ModelRepository:
+    """Reads packages from a store directory; re-scans on every call (stores are small)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def _inside(self, path: Path) -> Path:
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise InvalidInput(f"{path.name!r} resolves outside the model store")
+        return resolved
+
+    def model_names(self) -> list[str]:
+        """Names of the model directories in the store (valid names only)."""
+        if not self.exists():
+            return []
+        names = []
+        for entry in sorted(self.root.iterdir()):
+            if entry.is_dir() and not entry.name.startswith("."):
+                try:
+                    names.append(validate_model_name(entry.name))
+                except ValueError:
+                    log.warning("ignoring %s: not a valid model name", entry)
+        return names
+
+    def versions(self, name: str) -> list[int]:
+        """Versions of model ``name`` on disk, ascending (a directory per version)."""
+        model_dir = self._inside(self.root / check_name(name))
+        if not model_dir.is_dir():
+            return []
+        found = []
+        for entry in model_dir.iterdir():
+            if entry.is_dir() and entry.name.isdigit() and (entry / MANIFEST_FILE).is_file():
+                try:
+                    found.append(validate_version(entry.name))
+                except ValueError:
+                    continue
+        return sorted(found)
+
+    def package(self, name: str, version: int | str | None = None) -> PackageInfo:
+        """The package of ``name`` at ``version`` (default: the highest on disk)."""
+        name = check_name(name)
+        versions = self.versions(name)
+        if not versions:
+            known = ", ".join(self.model_names()) or "none"
+            raise NotFound(f"model {name!r} is not in the model store (models: {known})")
+        chosen = versions[-1] if version is None else check_version(version)
+        if chosen not in versions:
+            raise NotFound(
+                f"model {name!r} has no version {chosen} in the store "
+                f"(versions: {', '.join(map(str, versions))})"
+            )
+        path = self._inside(self.root / name / str(chosen))
+        manifest = read_manifest(path)
+        if manifest.name != name or manifest.version != chosen:
+            raise ModelStoreError(
+                f"{path / MANIFEST_FILE}: manifest says {manifest.name}/{manifest.version} but "
+                f"the package directory is {name}/{chosen}"
+            )
+        weights = path / manifest.weights
+        self._inside(weights)
+        if not weights.is_file():
+            raise ModelStoreError(f"{path}: weights file {manifest.weights!r} is missing")
+        return PackageInfo(path=path, manifest=manifest)
+
+    def latest_packages(self) -> dict[str, PackageInfo | ModelStoreError]:
+        """The newest package of every model, or the error that made it invalid."""
+        result: dict[str, PackageInfo | ModelStoreError] = {}
+        for name in self.model_names():
+            if not self.versions(name):
+                continue
+            try:
+                result[name] = self.package(name)
+            except ModelStoreError as exc:
+                result[name] = exc
+        return result
+
+    def store_defaults(self) -> dict[str, str]:
+        """Task -> default model name from ``store.json`` (empty without the file)."""
+        path = self.root / STORE_FILE
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            defaults = data.get("defaults", {})
+            if not isinstance(defaults, dict):
+                raise TypeError("'defaults' must be an object of task -> model name")
+            unknown = [task for task in defaults if task not in TASKS]
+            if unknown:
+                raise ValueError(f"unknown tasks {unknown}; tasks are {', '.join(TASKS)}")
+            return {str(k): validate_model_name(str(v)) for k, v in defaults.items()}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise ModelStoreError(f"{path}: invalid store file ({exc})") from exc

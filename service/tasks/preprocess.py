@@ -1,0 +1,90 @@
+"""Image geometry and normalisation shared by all tasks (Pillow + numpy, no torchvision).
+
+``center_crop`` reproduces the timm/torchvision ImageNet eval transform exactly:
+``Resize(short_side, bicubic)`` (long side ``int(short * long / short_orig)``),
+``CenterCrop`` (offsets ``int(round((size - crop) / 2))``), ``ToTensor`` (/255),
+``Normalize(mean, std)``, all in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from service.store.manifest import Manifest
+
+__all__ = ["RESAMPLING", "PreprocessMeta", "normalize", "preprocess_image"]
+
+RESAMPLING: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+@dataclass(frozen=True)
+class PreprocessMeta:
+    """How network-input pixels map to original-image pixels.
+
+    ``x_input = x_orig * scale_x + offset_x`` (same for y), so
+    ``x_orig = (x_input - offset_x) / scale_x``. Letterbox padding gives positive
+    offsets; a centre crop gives negative ones.
+    """
+
+    orig_width: int
+    orig_height: int
+    input_width: int
+    input_height: int
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+
+    def to_original(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map input-space coordinates back to the original image."""
+        return (x - self.offset_x) / self.scale_x, (y - self.offset_y) / self.scale_y
+
+
+def normalize(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """RGB image -> ``(3, H, W)`` float32: ``(pixel / 255 - mean) / std``."""
+    scaled = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
+    out = (scaled - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
+
+
+def _resize_short(image: Image.Image, short: int, resample: Image.Resampling) -> Image.Image:
+    w, h = image.size
+    size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    return image.resize(size, resample)
+
+
+def preprocess_image(image: Image.Image, manifest: Manifest) -> tuple[np.ndarray, PreprocessMeta]:
+    """Apply the manifest's preprocessing to an RGB image."""
+    pre = manifest.preprocessing
+    out_h, out_w = manifest.input.height, manifest.input.width
+    resample = RESAMPLING[pre.interpolation]
+    w, h = image.size
+    if pre.mode == "center_crop":
+        resized = _resize_short(image, manifest.resize_short_side, resample)
+        rw, rh = resized.size
+        top = round((rh - out_h) / 2.0)
+        left = round((rw - out_w) / 2.0)
+        canvas = resized.crop((left, top, left + out_w, top + out_h))
+        meta = PreprocessMeta(w, h, out_w, out_h, rw / w, rh / h, -left, -top)
+    elif pre.mode == "resize":
+        canvas = image.resize((out_w, out_h), resample)
+        meta = PreprocessMeta(w, h, out_w, out_h, out_w / w, out_h / h, 0.0, 0.0)
+    else:  # letterbox
+        scale = min(out_w / w, out_h / h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        resized = image.resize((nw, nh), resample)
+        canvas = Image.new("RGB", (out_w, out_h), (pre.pad_value,) * 3)
+        left, top = (out_w - nw) // 2, (out_h - nh) // 2
+        canvas.paste(resized, (left, top))
+        meta = PreprocessMeta(w, h, out_w, out_h, nw / w, nh / h, float(left), float(top))
+    return normalize(canvas, pre.mean, pre.std), meta

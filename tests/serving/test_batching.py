@@ -1,0 +1,164 @@
+"""The dynamic batcher on its own, with a fake backend."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.batching import DynamicBatcher
+from service.errors import DeadlineExceeded, InferenceError, ServerBusy
+from service.store import BatchingConfig
+
+
+class FakeBackend:
+    """Doubles its input; records batch sizes; can be held to simulate a slow model."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.gate.wait(10)
+        self.sizes.append(batch.shape[0])
+        if self.fail:
+            raise RuntimeError("boom")
+        return {"out": batch * 2}
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _batcher(backend: FakeBackend, **cfg: Any) -> tuple[DynamicBatcher, ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(1)
+    return DynamicBatcher(backend.run, BatchingConfig(**cfg), executor, name="fake"), executor
+
+
+def test_batches_form_and_results_split() -> None:
+    backend = FakeBackend()
+
+    async def main() -> None:
+        batcher, _ = _batcher(backend, max_batch_size=4, max_queue_delay_ms=50, max_queue_size=64)
+        batcher.start()
+        xs = [np.full((1, 2, 2), i, np.float32) for i in range(10)]
+        results = await asyncio.gather(*(batcher.submit(x) for x in xs))
+        for x, (out, timing) in zip(xs, results, strict=True):
+            assert np.array_equal(out["out"], x * 2)
+            assert 1 <= timing.batch_size <= 4
+        await batcher.close()
+
+    _run(main())
+    assert sum(backend.sizes) == 10 and max(backend.sizes) == 4
+
+
+def test_full_queue_is_refused_at_once() -> None:
+    backend = FakeBackend()
+
+    async def main() -> None:
+        batcher, _ = _batcher(backend, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=2)
+        batcher.start()
+        backend.gate.clear()
+        first = asyncio.ensure_future(batcher.submit(np.zeros((1,), np.float32)))
+        await asyncio.sleep(0.05)  # the first is now executing (held)
+        queued = [asyncio.ensure_future(batcher.submit(np.zeros((1,), np.float32))) for _ in "ab"]
+        await asyncio.sleep(0.01)
+        with pytest.raises(ServerBusy, match="max_queue_size"):
+            await batcher.submit(np.zeros((1,), np.float32))
+        backend.gate.set()
+        await asyncio.gather(first, *queued)
+        await batcher.close()
+
+    _run(main())
+
+
+def test_expired_requests_are_dropped_from_the_batch() -> None:
+    backend = FakeBackend()
+
+    async def main() -> None:
+        batcher, _ = _batcher(backend, max_batch_size=8, max_queue_delay_ms=0, max_queue_size=64)
+        batcher.start()
+        loop = asyncio.get_running_loop()
+        backend.gate.clear()
+        blocker = asyncio.ensure_future(batcher.submit(np.zeros((1,), np.float32)))
+        await asyncio.sleep(0.05)
+        short = asyncio.ensure_future(
+            batcher.submit(np.ones((1,), np.float32), deadline=loop.time() + 0.05)
+        )
+        long = asyncio.ensure_future(batcher.submit(np.ones((1,), np.float32)))
+        with pytest.raises(DeadlineExceeded):
+            await short
+        backend.gate.set()
+        await blocker
+        _, timing = await long
+        assert timing.batch_size == 1  # the expired request did not ride along
+        await batcher.close()
+
+    _run(main())
+    assert backend.sizes == [1, 1]
+
+
+def test_backend_failure_fails_the_whole_batch_only() -> None:
+    backend = FakeBackend()
+
+    async def main() -> None:
+        batcher, _ = _batcher(backend, max_batch_size=4, max_queue_delay_ms=20, max_queue_size=64)
+        batcher.start()
+        backend.fail = True
+        results = await asyncio.gather(
+            *(batcher.submit(np.zeros((1,), np.float32)) for _ in range(3)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, InferenceError) and "boom" in r.message for r in results)
+        backend.fail = False
+        out, _ = await batcher.submit(np.ones((1,), np.float32))
+        assert out["out"][0] == 2
+        await batcher.close()
+
+    _run(main())
+
+
+def test_wrong_output_count_is_an_error() -> None:
+    async def main() -> None:
+        executor = ThreadPoolExecutor(1)
+        batcher = DynamicBatcher(
+            lambda b: {"out": b[:1]}, BatchingConfig(max_queue_delay_ms=20), executor, name="bad"
+        )
+        batcher.start()
+        results = await asyncio.gather(
+            *(batcher.submit(np.zeros((1,), np.float32)) for _ in range(2)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, InferenceError) for r in results)
+        await batcher.close()
+
+    _run(main())
+
+
+def test_crashed_batch_task_fails_pending_and_restarts() -> None:
+    backend = FakeBackend()
+
+    async def main() -> None:
+        batcher, _ = _batcher(backend, max_batch_size=2, max_queue_delay_ms=100)
+        batcher.start()
+        original = batcher._take
+
+        def crash() -> Any:
+            batcher._take = original  # crash once
+            raise RuntimeError("batch loop bug")
+
+        batcher._take = crash  # type: ignore[method-assign]
+        with pytest.raises(InferenceError, match="batch task"):
+            await batcher.submit(np.zeros((1,), np.float32))
+        await asyncio.sleep(0.01)
+        out, _ = await asyncio.wait_for(batcher.submit(np.ones((1,), np.float32)), 5)
+        assert out["out"][0] == 2
+        await batcher.close()
+
+    _run(main())
