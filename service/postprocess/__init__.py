@@ -1,0 +1,1 @@
+"""Numpy/Pillow pre- and post-processing for the dense tasks (no torch), shared by all backends."""
