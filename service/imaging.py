@@ -128,4 +128,7 @@ def decode_image(
             f"cannot convert the {fmt} image (mode {mode}) to RGB ({exc}); send an RGB, "
             "grayscale, palette, CMYK or 16-bit image"
         ) from None
-    return DecodedImage(image=rgb, format=fmt, original_mode=mode, width=width, height=height)
+    # The size after EXIF orientation: the frame that dense results (boxes, masks) are in.
+    return DecodedImage(
+        image=rgb, format=fmt, original_mode=mode, width=rgb.width, height=rgb.height
+    )

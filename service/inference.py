@@ -144,9 +144,11 @@ class DataPlane:
         outputs, timing = await handle.batcher.submit(array, deadline)
         self.metrics.queue_duration.labels(*labels).observe(timing.queue_s)
         self.metrics.compute_duration.labels(*labels).observe(timing.compute_s)
-        post_start = time.perf_counter()
-        result = handle.task.postprocess(outputs, meta, parsed)
-        post_s = time.perf_counter() - post_start
+        # Off the event loop: dense post-processing (mask resizing, PNG encoding, overlays)
+        # takes milliseconds to a second and would stall every other request.
+        result, post_s = await loop.run_in_executor(
+            self._executor, self._postprocess, handle, outputs, meta, parsed
+        )
         self.metrics.postprocess_duration.labels(*labels).observe(post_s)
         total = loop.time() - started
         ms = {
@@ -167,6 +169,14 @@ class DataPlane:
             batch_size=timing.batch_size,
             timings_ms={k: round(v * 1000.0, 3) for k, v in ms.items()},
         )
+
+    @staticmethod
+    def _postprocess(
+        handle: LoadedModel, outputs: dict[str, np.ndarray], meta: PreprocessMeta, params: Any
+    ) -> tuple[BaseModel, float]:
+        start = time.perf_counter()
+        result = handle.task.postprocess(outputs, meta, params)
+        return result, time.perf_counter() - start
 
     def _prepare(
         self, handle: LoadedModel, data: bytes

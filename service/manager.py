@@ -255,8 +255,9 @@ class ModelManager:
 
     async def _build(self, package: PackageInfo) -> LoadedModel:
         manifest = package.manifest
-        task_cls = get_task_class(manifest.task)
         labels = read_labels(package.path, manifest)
+        # Before the weights: a manifest the task refuses fails fast and leaks nothing.
+        task = get_task_class(manifest.task)(manifest, labels, self.settings)
         threads = self._threads
         in_use = sum(m.threads for m in self._models.values() if m.name != manifest.name)
         if in_use + threads > cpu_count():
@@ -289,7 +290,6 @@ class ModelManager:
         )
         batcher.start()
         self.metrics.load_duration.labels(*labels_).set(seconds)
-        task = task_cls(manifest, labels, self.settings)
         return LoadedModel(
             manifest, package.path, backend, task, batcher, executor, threads, seconds
         )

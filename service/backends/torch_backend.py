@@ -40,6 +40,16 @@ def register_builder(task: str, builder: Builder) -> None:
     _BUILDERS[task] = builder
 
 
+def _register_dense_builders() -> None:
+    from service.backends.dense_builders import build_detector, build_segmenter
+
+    register_builder("detection", build_detector)
+    register_builder("segmentation", build_segmenter)
+
+
+_register_dense_builders()
+
+
 class TorchBackend:
     """Runs the eager PyTorch model under ``inference_mode``."""
 

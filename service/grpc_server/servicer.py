@@ -18,6 +18,8 @@ from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
 from service.inference import DataPlane, InferenceResult
 from service.tasks.classification import ClassificationResult
+from service.tasks.detection import DetectionResult
+from service.tasks.segmentation import SegmentationResult
 
 __all__ = ["InferenceServicer"]
 
@@ -112,20 +114,53 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         )
 
     async def Detect(self, request: Any, context: Any) -> Any:
-        # Wired by the detection task: until then the data plane answers UNIMPLEMENTED
-        # (or NOT_FOUND / INVALID_ARGUMENT for a model that does not fit).
         params: dict[str, Any] = {}
         if request.HasField("score_threshold"):
             params["score_threshold"] = request.score_threshold
         if request.HasField("max_detections"):
             params["max_detections"] = request.max_detections
-        await _guard(context, lambda: self._infer("detection", request, params, context))
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Detect responses are not wired yet")
+        result = await _guard(context, lambda: self._infer("detection", request, params, context))
+        assert isinstance(result.result, DetectionResult)
+        return pb.DetectResponse(
+            model=result.model,
+            version=result.version,
+            image_width=result.image_width,
+            image_height=result.image_height,
+            detections=[
+                pb.Detection(
+                    label=d.label,
+                    class_id=d.class_id,
+                    score=d.score,
+                    box=pb.Box(x1=d.box[0], y1=d.box[1], x2=d.box[2], y2=d.box[3]),
+                )
+                for d in result.result.detections
+            ],
+            timings=_timings(result.timings_ms),
+            batch_size=result.batch_size,
+        )
 
     async def Segment(self, request: Any, context: Any) -> Any:
         params = {"return_overlay": request.return_overlay}
-        await _guard(context, lambda: self._infer("segmentation", request, params, context))
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Segment responses are not wired yet")
+        result = await _guard(
+            context, lambda: self._infer("segmentation", request, params, context)
+        )
+        seg = result.result
+        assert isinstance(seg, SegmentationResult)
+        return pb.SegmentResponse(
+            model=result.model,
+            version=result.version,
+            image_width=result.image_width,
+            image_height=result.image_height,
+            class_names=seg.class_names,
+            mask_png=seg.mask_png,
+            class_shares=[
+                pb.ClassShare(label=c.label, class_id=c.class_id, share=c.share)
+                for c in seg.class_shares
+            ],
+            overlay_png=seg.overlay_png or b"",
+            timings=_timings(result.timings_ms),
+            batch_size=result.batch_size,
+        )
 
     async def ListModels(self, request: Any, context: Any) -> Any:
         async def call() -> list[dict[str, Any]]:

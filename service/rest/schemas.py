@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from service.inference import InferenceResult
 from service.tasks.classification import ClassificationResult, Prediction
+from service.tasks.detection import Detection, DetectionResult
+from service.tasks.segmentation import ClassShare, SegmentationResult
 
-__all__ = ["ClassifyResponse", "ErrorBody", "Timings", "generic_response"]
+__all__ = [
+    "ClassifyResponse",
+    "DetectResponse",
+    "ErrorBody",
+    "SegmentResponse",
+    "Timings",
+    "detect_response",
+    "generic_response",
+    "segment_response",
+]
 
 
 class Timings(BaseModel):
@@ -29,6 +41,31 @@ class ClassifyResponse(BaseModel):
     predictions: list[Prediction] = Field(description="Top-k classes, most probable first.")
     image_width: int
     image_height: int
+    batch_size: int = Field(description="How many requests shared the batch.")
+    timings_ms: Timings
+
+
+class DetectResponse(BaseModel):
+    model: str = Field(description="The model that answered.")
+    version: int = Field(description="Its version.")
+    image_width: int = Field(description="Width of the image sent, after EXIF orientation.")
+    image_height: int = Field(description="Height of the image sent, after EXIF orientation.")
+    detections: list[Detection] = Field(description="Detections, highest score first.")
+    batch_size: int = Field(description="How many requests shared the batch.")
+    timings_ms: Timings
+
+
+class SegmentResponse(BaseModel):
+    model: str = Field(description="The model that answered.")
+    version: int = Field(description="Its version.")
+    image_width: int = Field(description="Width of the image sent, after EXIF orientation.")
+    image_height: int = Field(description="Height of the image sent, after EXIF orientation.")
+    class_names: list[str] = Field(description="Class names; index = value in the mask.")
+    mask_png: str = Field(
+        description="Base64 single-channel PNG of class indices, image_width x image_height "
+        "(8-bit; 16-bit above 256 classes)."
+    )
+    class_shares: list[ClassShare] = Field(description="Each class's fraction of the pixels.")
     batch_size: int = Field(description="How many requests shared the batch.")
     timings_ms: Timings
 
@@ -66,3 +103,31 @@ def generic_response(result: InferenceResult) -> dict[str, Any]:
         "batch_size": result.batch_size,
         "timings_ms": result.timings_ms,
     }
+
+
+def detect_response(result: InferenceResult) -> DetectResponse:
+    assert isinstance(result.result, DetectionResult)
+    return DetectResponse(
+        model=result.model,
+        version=result.version,
+        image_width=result.image_width,
+        image_height=result.image_height,
+        detections=result.result.detections,
+        batch_size=result.batch_size,
+        timings_ms=Timings(**result.timings_ms),
+    )
+
+
+def segment_response(result: InferenceResult) -> SegmentResponse:
+    assert isinstance(result.result, SegmentationResult)
+    return SegmentResponse(
+        model=result.model,
+        version=result.version,
+        image_width=result.image_width,
+        image_height=result.image_height,
+        class_names=result.result.class_names,
+        mask_png=base64.b64encode(result.result.mask_png).decode("ascii"),
+        class_shares=result.result.class_shares,
+        batch_size=result.batch_size,
+        timings_ms=Timings(**result.timings_ms),
+    )

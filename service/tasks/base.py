@@ -32,6 +32,8 @@ __all__ = ["TASK_MODULES", "Task", "get_task_class", "register_task"]
 # task name -> "module:Class"; imported on first use.
 TASK_MODULES: dict[str, str] = {
     "classification": "service.tasks.classification:ClassificationTask",
+    "detection": "service.tasks.detection:DetectionTask",
+    "segmentation": "service.tasks.segmentation:SegmentationTask",
 }
 _LOADED: dict[str, type[Task]] = {}
 

@@ -1,14 +1,23 @@
-"""POST /classify (and /detect, /segment, answered by their task plugins once present)."""
+"""POST /classify, /detect and /segment: read the image, call the data plane, convert."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from service.rest.body import read_image_bytes
 from service.rest.deps import DataPlaneDep
-from service.rest.schemas import ClassifyResponse, ErrorBody, classify_response, generic_response
+from service.rest.schemas import (
+    ClassifyResponse,
+    DetectResponse,
+    ErrorBody,
+    SegmentResponse,
+    classify_response,
+    detect_response,
+    segment_response,
+)
+from service.tasks.segmentation import SegmentationResult
 
 __all__ = ["router"]
 
@@ -85,19 +94,26 @@ async def classify(
 
 @router.post(
     "/detect",
+    response_model=DetectResponse,
     responses=ERRORS,
     openapi_extra=IMAGE_BODY,
-    summary="Detect objects: boxes in image pixels",
+    summary="Detect objects: labelled boxes in pixels of the image sent",
 )
 async def detect(
     request: Request,
     data_plane: DataPlaneDep,
     model: str | None = ModelQ,
     version: int | None = VersionQ,
-    score_threshold: float | None = Query(None, description="Minimum score to return."),
-    max_detections: int | None = Query(None, description="At most this many detections."),
+    score_threshold: float | None = Query(
+        None, description="Minimum score to return, in [0, 1] (default: the model's manifest)."
+    ),
+    max_detections: int | None = Query(
+        None,
+        description="At most this many detections, best first (default: the model's "
+        "manifest; at most its pre_nms_top_k, 1000 by default).",
+    ),
     x_request_timeout_ms: float | None = TimeoutH,
-) -> dict[str, Any]:
+) -> DetectResponse:
     image = await read_image_bytes(request, data_plane.settings.max_image_bytes)
     params = {"score_threshold": score_threshold, "max_detections": max_detections}
     result = await data_plane.infer(
@@ -109,31 +125,56 @@ async def detect(
         protocol="rest",
         timeout_s=_timeout_s(x_request_timeout_ms),
     )
-    return generic_response(result)
+    return detect_response(result)
+
+
+SegmentFormat = Literal["json", "png", "overlay"]
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON (format=json), or the mask / overlay PNG (format=png / overlay).",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+FormatQ = Query(
+    "json",
+    description="json: JSON with the base64 mask PNG and class shares; png: the mask PNG itself "
+    "(class indices); overlay: an RGB PNG of the image blended with the mask colours, for people.",
+)
 
 
 @router.post(
     "/segment",
-    responses=ERRORS,
+    response_model=SegmentResponse,
+    responses={**PNG_RESPONSE, **ERRORS},
     openapi_extra=IMAGE_BODY,
-    summary="Segment an image: class mask (PNG) and class shares",
+    summary="Segment an image: class mask (PNG) and class shares, or the PNG itself",
 )
 async def segment(
     request: Request,
     data_plane: DataPlaneDep,
     model: str | None = ModelQ,
     version: int | None = VersionQ,
-    return_overlay: bool = Query(False, description="Also return a colour overlay PNG."),
+    format: SegmentFormat = FormatQ,
     x_request_timeout_ms: float | None = TimeoutH,
-) -> dict[str, Any]:
+) -> Any:
     image = await read_image_bytes(request, data_plane.settings.max_image_bytes)
     result = await data_plane.infer(
         "segmentation",
         image,
         model=model,
         version=version,
-        params={"return_overlay": return_overlay},
+        params={"return_overlay": format == "overlay"},
         protocol="rest",
         timeout_s=_timeout_s(x_request_timeout_ms),
     )
-    return generic_response(result)
+    if format == "json":
+        return segment_response(result)
+    assert isinstance(result.result, SegmentationResult)
+    png = result.result.overlay_png if format == "overlay" else result.result.mask_png
+    assert png is not None
+    headers = {
+        "X-Model": result.model,
+        "X-Model-Version": str(result.version),
+        "X-Class-Names": ",".join(result.result.class_names),
+    }
+    return Response(content=png, media_type="image/png", headers=headers)

@@ -1,0 +1,155 @@
+"""What the detection and segmentation tasks share: letterbox preprocessing and config checks.
+
+Dense tasks always letterbox: the image keeps its aspect ratio, is resized with
+the manifest's ``preprocessing.interpolation`` and centred on the
+``input.width x input.height`` canvas, and the padding is the normalisation
+mean, i.e. exactly 0 after normalising (what the training pipeline does; the
+classification-only ``pad_value`` is not used). The arithmetic is that of
+``service.postprocess.geometry.preprocess``, so with ``bilinear`` the served
+input equals the training/evaluation input bit for bit. The returned
+``DenseMeta`` is a ``PreprocessMeta`` that also carries the exact
+``LetterboxMeta`` (for mapping boxes and masks back) and the decoded image
+(for the segmentation overlay).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ValidationError
+
+from service.errors import InvalidInput, ModelStoreError
+from service.imaging import DecodedImage
+from service.postprocess.geometry import REDUCING_GAP, LetterboxMeta, make_letterbox_meta
+from service.settings import Settings
+from service.store.manifest import Manifest
+from service.tasks.base import Task
+from service.tasks.preprocess import RESAMPLING, PreprocessMeta
+
+__all__ = ["DenseMeta", "DenseTask", "letterbox_preprocess", "parse_config"]
+
+C = TypeVar("C", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class DenseMeta(PreprocessMeta):
+    """``PreprocessMeta`` plus the exact letterbox and the decoded RGB image."""
+
+    letterbox: LetterboxMeta
+    image: Image.Image = field(repr=False, compare=False)
+
+
+def letterbox_preprocess(image: Image.Image, manifest: Manifest) -> tuple[np.ndarray, DenseMeta]:
+    """RGB image -> normalised ``(3, H, W)`` float32 letterboxed input + ``DenseMeta``."""
+    pre = manifest.preprocessing
+    out_w, out_h = manifest.input.width, manifest.input.height
+    lb = make_letterbox_meta(image.width, image.height, out_w, out_h)
+    size = (lb.resized_width, lb.resized_height)
+    if size != image.size:
+        image_r = image.resize(size, RESAMPLING[pre.interpolation], reducing_gap=REDUCING_GAP)
+    else:
+        image_r = image
+    resized = np.asarray(image_r.convert("RGB") if image_r.mode != "RGB" else image_r)
+    scale = np.asarray([1.0 / (255.0 * s) for s in pre.std], np.float32)[:, None, None]
+    shift = np.asarray([m / s for m, s in zip(pre.mean, pre.std, strict=True)], np.float32)
+    out = np.zeros((3, out_h, out_w), np.float32)
+    region = out[
+        :,
+        lb.pad_top : lb.pad_top + lb.resized_height,
+        lb.pad_left : lb.pad_left + lb.resized_width,
+    ]
+    np.multiply(resized.transpose(2, 0, 1), scale, out=region, casting="unsafe")
+    region -= shift[:, None, None]
+    meta = DenseMeta(
+        orig_width=lb.orig_width,
+        orig_height=lb.orig_height,
+        input_width=out_w,
+        input_height=out_h,
+        scale_x=lb.scale_x,
+        scale_y=lb.scale_y,
+        offset_x=float(lb.pad_left),
+        offset_y=float(lb.pad_top),
+        letterbox=lb,
+        image=image,
+    )
+    return out, meta
+
+
+def parse_config(model: type[C], manifest: Manifest) -> C:
+    """The manifest's ``postprocessing`` validated as ``model`` (``ModelStoreError`` if bad)."""
+    try:
+        return model.model_validate(manifest.postprocessing)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"postprocessing.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+        )
+        raise ModelStoreError(
+            f"{manifest.name}/{manifest.version}: bad {manifest.task} settings in the manifest: "
+            f"{problems} (accepted keys: {', '.join(model.model_fields)})"
+        ) from None
+
+
+def parse_number(
+    params: Mapping[str, Any],
+    name: str,
+    default: float,
+    low: float,
+    high: float,
+    *,
+    integer: bool = False,
+) -> float:
+    """Parameter ``name`` as a number in ``[low, high]`` (``InvalidInput`` naming the range)."""
+    value = params.get(name)
+    if value is None:
+        return default
+    kind = "an integer" if integer else "a number"
+    shown = f"{int(low)} to {int(high)}" if integer else f"[{low:g}, {high:g}]"
+    message = f"{name} must be {kind} in {shown}, got {value!r}"
+    number: float
+    if isinstance(value, bool):
+        raise InvalidInput(message)
+    if isinstance(value, numbers.Integral if integer else numbers.Real):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = int(value.strip()) if integer else float(value.strip())
+        except ValueError:
+            raise InvalidInput(message) from None
+    else:
+        raise InvalidInput(message)
+    if not low <= number <= high:  # also rejects NaN
+        raise InvalidInput(message)
+    return int(number) if integer else number
+
+
+class DenseTask(Task):
+    """Base of the dense tasks: checks the manifest once, letterboxes every image."""
+
+    #: how many outputs the network has (checked against ``manifest.outputs``).
+    num_outputs: int = 1
+
+    def __init__(self, manifest: Manifest, labels: list[str], settings: Settings) -> None:
+        super().__init__(manifest, labels, settings)
+        where = f"{manifest.name}/{manifest.version}"
+        if manifest.preprocessing.mode != "letterbox":
+            raise ModelStoreError(
+                f"{where}: {manifest.task} models need preprocessing.mode 'letterbox', the "
+                f"manifest says {manifest.preprocessing.mode!r}"
+            )
+        if len(manifest.outputs) != self.num_outputs:
+            raise ModelStoreError(
+                f"{where}: a {manifest.task} model has {self.num_outputs} output(s), the "
+                f"manifest names {manifest.outputs}"
+            )
+        if len(labels) != manifest.num_classes:
+            raise ModelStoreError(
+                f"{where}: {len(labels)} labels for num_classes={manifest.num_classes}"
+            )
+
+    def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, DenseMeta]:
+        return letterbox_preprocess(image.image, self.manifest)
