@@ -1,0 +1,1 @@
+"""Benchmarks: the model benchmark (``model_bench``) and the load benchmark."""

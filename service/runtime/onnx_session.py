@@ -1,0 +1,73 @@
+"""ONNX Runtime sessions with the options care-serve measured to be fastest (no torch import).
+
+See ``docs/PERFORMANCE.md`` for the measurements behind each option.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["create_onnx_session", "default_threads", "session_options"]
+
+
+def default_threads() -> int:
+    """The CPU cores this process may use (the intra-op thread count to use by default)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options(
+    threads: int | None = None,
+    optimized_model_path: str | None = None,
+    *,
+    spinning: bool | None = None,
+) -> Any:
+    """``onnxruntime.SessionOptions``: all graph optimisations, ``threads`` intra-op threads.
+
+    ``spinning=None`` keeps onnxruntime's default (workers spin) so callers may
+    set ``session.intra_op.allow_spinning`` themselves. ``spinning=False`` lets
+    idle worker threads sleep instead of busy-waiting between operators: on a
+    small box shared with the server's own threads (and other processes)
+    spinning workers steal the cycles everyone needs; see ``docs/PERFORMANCE.md``.
+    """
+    import onnxruntime as ort
+
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads or default_threads()
+    opts.inter_op_num_threads = 1
+    if spinning is not None:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if optimized_model_path:
+        opts.optimized_model_filepath = optimized_model_path
+    return opts
+
+
+def create_onnx_session(
+    path: str | os.PathLike[str],
+    threads: int | None = None,
+    *,
+    spinning: bool = False,
+    optimized_model_path: str | None = None,
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` on the CPU for the model at ``path``.
+
+    ``threads`` is the intra-op thread count (default: the cores available).
+    ``spinning`` lets worker threads busy-wait between operators (see
+    ``session_options``). ``optimized_model_path`` saves the graph as ORT
+    optimised it (for inspection; it is specific to this CPU).
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    opts = session_options(threads, optimized_model_path, spinning=spinning)
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
