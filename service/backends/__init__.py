@@ -16,7 +16,7 @@ def load_backend(
     threads: int,
     kind: str = "auto",
     *,
-    allow_spinning: bool = True,
+    allow_spinning: bool = False,
 ) -> Backend:
     """Load the package's weights with the backend its format needs (or ``kind``)."""
     fmt = manifest.format if kind == "auto" else kind

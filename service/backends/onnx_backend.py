@@ -13,28 +13,22 @@ from service.store.manifest import Manifest
 __all__ = ["OnnxBackend", "make_session"]
 
 
-def make_session(path: Path, threads: int, allow_spinning: bool = True) -> Any:
+def make_session(path: Path, threads: int, allow_spinning: bool = False) -> Any:
     """An ``InferenceSession`` with the project's tuned options (``service.runtime``).
 
-    ``allow_spinning=False`` stops idle intra-op threads from busy-waiting, which
-    leaves the cores to image decoding when the server is not saturated.
+    Spinning is off by default: idle intra-op threads sleep instead of busy-waiting,
+    which leaves the cores to image decoding (see ``docs/PERFORMANCE.md``).
     """
-    import onnxruntime as ort
+    from service.runtime.onnx_session import create_onnx_session
 
-    from service.runtime.onnx_session import session_options
-
-    options = session_options(threads)
-    options.add_session_config_entry(
-        "session.intra_op.allow_spinning", "1" if allow_spinning else "0"
-    )
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return create_onnx_session(path, threads, spinning=allow_spinning)
 
 
 class OnnxBackend:
     """Runs an ONNX file with onnxruntime on the CPU."""
 
     def __init__(
-        self, package_dir: Path, manifest: Manifest, threads: int, allow_spinning: bool = True
+        self, package_dir: Path, manifest: Manifest, threads: int, allow_spinning: bool = False
     ) -> None:
         path = package_dir / manifest.weights
         try:
