@@ -1,0 +1,1 @@
+"""Data helpers: the synthetic-scene generator (``service.data.synthetic``)."""

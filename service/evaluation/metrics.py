@@ -1,0 +1,164 @@
+"""Quality metrics in numpy: accuracy, COCO-style AP at one IoU threshold, mIoU.
+
+- ``average_precision`` follows pycocotools: per class, detections of all images
+  sorted by score (at most ``max_dets`` per image), each matched greedily to the
+  unmatched ground-truth box of highest IoU >= the threshold; the precision
+  envelope is sampled at 101 recall points ``0, 0.01, ..., 1`` (0 where that
+  recall is never reached). ``mean_average_precision`` averages over the classes
+  that have ground truth.
+- ``ConfusionMatrix`` accumulates pixels over a whole dataset (ignore label
+  255); IoU per class is ``TP / (TP + FP + FN)``; classes absent from both the
+  ground truth and the predictions are left out of the means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "ConfusionMatrix",
+    "ImageDetections",
+    "accuracy",
+    "average_precision",
+    "box_iou",
+    "mean_average_precision",
+]
+
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+
+def accuracy(predicted: Sequence[int] | np.ndarray, target: Sequence[int] | np.ndarray) -> float:
+    """Fraction of equal entries."""
+    p, t = np.asarray(predicted), np.asarray(target)
+    if p.shape != t.shape or p.size == 0:
+        raise ValueError(
+            f"need two equal-length non-empty label lists, got {p.shape} and {t.shape}"
+        )
+    return float((p == t).mean())
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU ``(n, m)`` of xyxy boxes (continuous coordinates, no +1)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+@dataclass
+class ImageDetections:
+    """Ground truth and predictions of one image (xyxy boxes, integer class ids)."""
+
+    gt_boxes: np.ndarray
+    gt_labels: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+def _interpolated_ap(tp: np.ndarray, num_gt: int) -> float:
+    """101-point interpolated AP of detections already sorted by score."""
+    if tp.size == 0:
+        return 0.0
+    ctp = np.cumsum(tp)
+    recall = ctp / num_gt
+    precision = ctp / np.arange(1, tp.size + 1)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    idx = np.searchsorted(recall, RECALL_POINTS, side="left")
+    sampled = np.where(idx < tp.size, envelope[np.minimum(idx, tp.size - 1)], 0.0)
+    return float(sampled.mean())
+
+
+def average_precision(
+    images: Sequence[ImageDetections],
+    class_id: int,
+    iou_threshold: float = 0.5,
+    max_dets: int = 100,
+) -> float | None:
+    """AP of one class over ``images``; ``None`` when the class has no ground truth."""
+    scores, hits = [], []
+    num_gt = 0
+    for im in images:
+        gt = np.asarray(im.gt_boxes).reshape(-1, 4)[np.asarray(im.gt_labels) == class_id]
+        num_gt += len(gt)
+        top = np.argsort(-np.asarray(im.scores), kind="stable")[:max_dets]
+        keep = top[np.asarray(im.labels)[top] == class_id]
+        boxes = np.asarray(im.boxes).reshape(-1, 4)[keep]
+        matched = np.zeros(len(gt), bool)
+        ious = box_iou(boxes, gt)
+        for row in range(len(boxes)):
+            cand = np.where(~matched & (ious[row] >= iou_threshold), ious[row], -1.0)
+            best = int(np.argmax(cand)) if len(gt) else -1
+            hit = best >= 0 and cand[best] >= 0
+            if hit:
+                matched[best] = True
+            hits.append(hit)
+            scores.append(float(np.asarray(im.scores)[keep[row]]))
+    if num_gt == 0:
+        return None
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    return _interpolated_ap(np.asarray(hits, np.float64)[order], num_gt)
+
+
+def mean_average_precision(
+    images: Sequence[ImageDetections],
+    num_classes: int,
+    iou_threshold: float = 0.5,
+    max_dets: int = 100,
+) -> tuple[float, dict[int, float]]:
+    """(mAP over classes with ground truth, AP per such class)."""
+    per_class = {}
+    for c in range(num_classes):
+        ap = average_precision(images, c, iou_threshold, max_dets)
+        if ap is not None:
+            per_class[c] = ap
+    if not per_class:
+        raise ValueError("no ground-truth boxes in the evaluation set")
+    return float(np.mean(list(per_class.values()))), per_class
+
+
+class ConfusionMatrix:
+    """Pixel confusion counts ``[target, predicted]`` over ``num_classes`` classes."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.counts = np.zeros((num_classes, num_classes), np.int64)
+
+    def update(self, predicted: np.ndarray, target: np.ndarray) -> None:
+        """Add one image (two equal-shape integer masks)."""
+        p, t = np.asarray(predicted).astype(np.int64), np.asarray(target).astype(np.int64)
+        if p.shape != t.shape:
+            raise ValueError(f"predicted mask {p.shape} and target mask {t.shape} differ in shape")
+        valid = t != self.ignore_index
+        p, t = p[valid], t[valid]
+        if t.size and (t.max() >= self.num_classes or p.min() < 0 or p.max() >= self.num_classes):
+            raise ValueError(f"mask values must lie in 0..{self.num_classes - 1} (or be ignored)")
+        self.counts += np.bincount(t * self.num_classes + p, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
+
+    def iou(self) -> np.ndarray:
+        """IoU per class; NaN for a class in neither the targets nor the predictions."""
+        tp = np.diag(self.counts).astype(np.float64)
+        union = self.counts.sum(axis=0) + self.counts.sum(axis=1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, tp / union, np.nan)
+
+    def mean_iou(self, include_background: bool = True) -> float:
+        """Mean IoU over the present classes (class 0 left out unless ``include_background``)."""
+        ious = self.iou() if include_background else self.iou()[1:]
+        return float(np.nanmean(ious)) if np.isfinite(ious).any() else float("nan")
+
+    def pixel_accuracy(self) -> float:
+        """Correct pixels / counted pixels."""
+        total = self.counts.sum()
+        return float(np.trace(self.counts) / total) if total else float("nan")
