@@ -23,6 +23,7 @@ import numpy as np
 
 from service.backends import Backend, load_backend
 from service.batching import DynamicBatcher
+from service.core_budget import CoreBudget
 from service.errors import (
     CareServeError,
     InvalidInput,
@@ -81,6 +82,8 @@ class ModelManager:
         self._errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._threads = settings.threads_per_model(1)
+        # Caps the intra-op threads computing at once, across all models, to the cores.
+        self.core_budget = CoreBudget(cpu_count())
         self._started = False
 
     # -- start-up ------------------------------------------------------------------------
@@ -259,16 +262,6 @@ class ModelManager:
         # Before the weights: a manifest the task refuses fails fast and leaks nothing.
         task = get_task_class(manifest.task)(manifest, labels, self.settings)
         threads = self._threads
-        in_use = sum(m.threads for m in self._models.values() if m.name != manifest.name)
-        if in_use + threads > cpu_count():
-            log.warning(
-                "loading %s with %d threads puts %d intra-op threads on %d cores; set "
-                "CARE_SERVE_INTRA_OP_THREADS to share the cores",
-                manifest.name,
-                threads,
-                in_use + threads,
-                cpu_count(),
-            )
         executor = ThreadPoolExecutor(1, thread_name_prefix=f"compute-{manifest.name}")
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
@@ -280,8 +273,13 @@ class ModelManager:
             raise
         seconds = time.perf_counter() - started
         labels_ = (manifest.name, str(manifest.version))
+
+        def run(batch: np.ndarray) -> Any:
+            with self.core_budget.hold(threads):
+                return backend.run(batch)
+
         batcher = DynamicBatcher(
-            backend.run,
+            run,
             manifest.batching,
             executor,
             name=f"{manifest.name}/{manifest.version}",

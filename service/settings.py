@@ -3,8 +3,9 @@
 Command-line options of ``care-serve serve`` override the environment, which
 overrides the defaults declared here. Thread rule: each loaded model runs its
 backend with ``intra_op_threads`` threads (0 = the CPU cores divided by the
-number of models loaded at start-up, at least 1) and one inter-op thread, so
-the threads of all loaded models never exceed the cores.
+number of models loaded at start-up, at least 1) and one inter-op thread; a
+core budget shared by all models (``service.core_budget``) lets batches run
+only while their threads fit in the cores, so they never oversubscribe them.
 """
 
 from __future__ import annotations

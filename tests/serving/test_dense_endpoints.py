@@ -659,7 +659,7 @@ def test_dense_onnx_packages_serve_without_torch(
 # ---------------------------------------------------------------------------
 
 MODEL_STORE = ROOT / "model_store"
-TRAINED = ("shapes-detector", "shapes-segmenter")
+TRAINED = ("shapes-classifier", "shapes-detector", "shapes-segmenter")
 E2E_SCENES = 6
 E2E_SEED = 2024  # training used seed 0, validation seed 1
 
@@ -692,12 +692,18 @@ def _matched(gt_boxes: np.ndarray, gt_labels: list[str], body: dict[str, Any]) -
     return len(taken)
 
 
-@pytest.mark.skipif(
-    not all((MODEL_STORE / name).is_dir() for name in TRAINED),
-    reason="the trained shapes-detector/shapes-segmenter packages are not in model_store/",
-)
-def test_trained_shapes_models_find_the_shapes_in_fresh_scenes() -> None:
-    from service.data.synthetic import SceneSpec, make_scene, scene_rng
+def _class_miou(mask: np.ndarray, truth: np.ndarray) -> float:
+    """Mean IoU over the classes present in either mask (background included)."""
+    ious = []
+    for c in np.union1d(np.unique(mask), np.unique(truth)):
+        inter = np.sum((mask == c) & (truth == c))
+        ious.append(inter / np.sum((mask == c) | (truth == c)))
+    return float(np.mean(ious))
+
+
+def test_bundled_demo_models_answer_correctly_on_fresh_scenes() -> None:
+    """The shipped shapes-* packages, served end to end, on scenes no training run saw."""
+    from service.data.synthetic import CLASS_NAMES, SceneSpec, make_scene, scene_rng
 
     settings = Settings(
         model_store=MODEL_STORE,
@@ -708,9 +714,15 @@ def test_trained_shapes_models_find_the_shapes_in_fresh_scenes() -> None:
         warmup_runs=1,
     )
     spec = SceneSpec(min_side=160, max_side=640)
-    det_full = boxes_found = boxes_total = seg_good = 0
+    det_full = boxes_found = boxes_total = seg_good = cls_right = 0
     with BackgroundStack(settings, CollectorRegistry()) as served:
         for index in range(E2E_SCENES):
+            kind = CLASS_NAMES[index % len(CLASS_NAMES)]
+            scene = make_scene(scene_rng(E2E_SEED, "classification", index), [kind], spec)
+            data = png_bytes(Image.fromarray(scene.image))
+            top = post(served, "/classify", data, model="shapes-classifier").json()
+            cls_right += int(top["predictions"][0]["label"] == scene.shapes[0].kind)
+
             scene = make_scene(scene_rng(E2E_SEED, "detection", index), spec=spec)
             data = png_bytes(Image.fromarray(scene.image))
             body = post(served, "/detect", data, model="shapes-detector").json()
@@ -725,11 +737,10 @@ def test_trained_shapes_models_find_the_shapes_in_fresh_scenes() -> None:
             response = post(served, "/segment", data, model="shapes-segmenter", format="png")
             mask = np.asarray(decode_png(response.content))
             assert mask.shape == scene.mask.shape
-            found_px, shape_px = mask > 0, scene.mask > 0
-            iou = np.sum(found_px & shape_px) / np.sum(found_px | shape_px)
-            seg_good += int(iou >= 0.8)
+            seg_good += int(_class_miou(mask, scene.mask) >= 0.75)
     # Most scenes have every shape found, and nearly every shape is found.
     assert det_full >= 2 * E2E_SCENES // 3, f"every shape found in only {det_full} scenes"
     assert boxes_found >= 0.85 * boxes_total, f"found {boxes_found} of {boxes_total} shapes"
-    # The shapes' pixels (any class) are found: IoU >= 0.8 with the true shapes in most scenes.
-    assert seg_good >= 2 * E2E_SCENES // 3, f"shape pixels found well in only {seg_good} scenes"
+    # Segmentation gets the classes right: per-scene mIoU >= 0.75 in most scenes.
+    assert seg_good >= 2 * E2E_SCENES // 3, f"classes segmented well in only {seg_good} scenes"
+    assert cls_right >= E2E_SCENES - 1, f"classified {cls_right} of {E2E_SCENES} scenes"
