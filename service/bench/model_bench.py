@@ -14,6 +14,7 @@ noisy, so the runners are interleaved: every round times each runner
 
 from __future__ import annotations
 
+import random
 import statistics
 import tempfile
 import time
@@ -138,8 +139,14 @@ def run_benchmark(
                 for fn in runners.values():
                     _time(fn, warmup)
                 samples: dict[str, list[float]] = {name: [] for name in RUNNERS}
+                # A fresh order every round: a runner timed right after a spinning thread
+                # pool (torch's or another session's) is slowed by it, so a fixed order
+                # would always hand the same runner the same noisy neighbour.
+                order = random.Random(0)
                 for _ in range(rounds):
-                    for name in RUNNERS:
+                    names = list(RUNNERS)
+                    order.shuffle(names)
+                    for name in names:
                         samples[name].extend(_time(runners[name], number))
                 results.append(
                     BenchResult(
