@@ -60,12 +60,6 @@ class ClassificationTask(TrainTask):
             load_checkpoint(model, init_checkpoint, ignore=HEAD_PREFIXES)
         return model.train()
 
-    def num_classes(self, data: CachedDataset) -> int:
-        return len(data.classes)
-
-    def labels(self, data: CachedDataset) -> list[str]:
-        return list(data.classes)
-
     def make_batch(
         self, data: CachedDataset, indices: np.ndarray, rng: np.random.Generator, augment: bool
     ) -> Batch:

@@ -51,12 +51,6 @@ class DetectionTask(TrainTask):
 
         return CAREDetector(arch, num_classes, backbone_checkpoint=init_checkpoint).train()
 
-    def num_classes(self, data: CachedDataset) -> int:
-        return len(data.classes)
-
-    def labels(self, data: CachedDataset) -> list[str]:
-        return list(data.classes)
-
     def make_batch(
         self, data: CachedDataset, indices: np.ndarray, rng: np.random.Generator, augment: bool
     ) -> Batch:

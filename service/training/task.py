@@ -51,13 +51,13 @@ class TrainTask(ABC):
     ) -> nn.Module:
         """The network in train mode, optionally starting from an official checkpoint."""
 
-    @abstractmethod
     def num_classes(self, data: CachedDataset) -> int:
-        """The network's number of outputs per location for ``data``."""
+        """The network's number of outputs per location for ``data``: one per class."""
+        return len(data.classes)
 
-    @abstractmethod
     def labels(self, data: CachedDataset) -> list[str]:
         """Class names in output-index order (the package's ``labels.txt``)."""
+        return list(data.classes)
 
     @abstractmethod
     def make_batch(
