@@ -16,6 +16,7 @@ integer corners, and a full image box is ``[0, 0, W0, H0]``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -177,11 +178,16 @@ def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
 REDUCING_GAP = 3.0
 
 
-def _resize(arr: np.ndarray, meta: LetterboxMeta, resample: Image.Resampling) -> np.ndarray:
-    if (meta.resized_width, meta.resized_height) == (arr.shape[1], arr.shape[0]):
-        return arr
+def _resize(
+    src: Image.Image | np.ndarray, meta: LetterboxMeta, resample: Image.Resampling
+) -> np.ndarray:
+    """``src`` (an RGB PIL image or ``H x W x 3`` uint8 array) at the letterboxed size."""
     size = (meta.resized_width, meta.resized_height)
-    return np.asarray(Image.fromarray(arr).resize(size, resample, reducing_gap=REDUCING_GAP))
+    current = src.size if isinstance(src, Image.Image) else (src.shape[1], src.shape[0])
+    if current == size:
+        return np.asarray(src)
+    image = src if isinstance(src, Image.Image) else Image.fromarray(src)
+    return np.asarray(image.resize(size, resample, reducing_gap=REDUCING_GAP))
 
 
 def letterbox_image(
@@ -212,28 +218,32 @@ def preprocess(
     input_size: tuple[int, int] | None = None,
     *,
     max_side: int | None = None,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    resample: Image.Resampling = Image.Resampling.BILINEAR,
 ) -> tuple[np.ndarray, LetterboxMeta]:
     """RGB uint8 image -> normalised float32 ``3 x H x W`` network input + ``LetterboxMeta``.
 
     Give either a fixed ``input_size = (width, height)`` (multiples of 32), or
     ``max_side`` for an aspect-keeping size from ``dynamic_input_size``. The
-    padding is the mean colour, i.e. exactly 0 after normalisation.
+    padding is the mean colour, i.e. exactly 0 after normalisation. An RGB PIL
+    image is resized as it is, without a full-size array copy first.
     """
-    arr = to_rgb_array(image)
+    rgb_pil = isinstance(image, Image.Image) and image.mode == "RGB" and min(image.size) > 0
+    src: Image.Image | np.ndarray = image if rgb_pil else to_rgb_array(image)
+    src_w, src_h = src.size if isinstance(src, Image.Image) else (src.shape[1], src.shape[0])
     if (input_size is None) == (max_side is None):
         raise InvalidInput("give exactly one of input_size=(width, height) or max_side")
     if input_size is None:
         assert max_side is not None
-        input_size = dynamic_input_size(arr.shape[1], arr.shape[0], max_side)
+        input_size = dynamic_input_size(src_w, src_h, max_side)
     w, h = input_size
     if w <= 0 or h <= 0 or w % INPUT_MULTIPLE or h % INPUT_MULTIPLE:
         raise InvalidInput(
             f"network input size must be positive multiples of {INPUT_MULTIPLE}, got {w}x{h}"
         )
-    meta = make_letterbox_meta(arr.shape[1], arr.shape[0], w, h)
-    resized = _resize(arr, meta, Image.Resampling.BILINEAR)
+    meta = make_letterbox_meta(src_w, src_h, w, h)
+    resized = _resize(src, meta, resample)
     scale = np.asarray([1.0 / (255.0 * s) for s in std], np.float32)[:, None, None]
     shift = np.asarray([m / s for m, s in zip(mean, std, strict=True)], np.float32)[:, None, None]
     out = np.zeros((3, h, w), np.float32)

@@ -4,7 +4,7 @@ Dense tasks always letterbox: the image keeps its aspect ratio, is resized with
 the manifest's ``preprocessing.interpolation`` and centred on the
 ``input.width x input.height`` canvas, and the padding is the normalisation
 mean, i.e. exactly 0 after normalising (what the training pipeline does; the
-classification-only ``pad_value`` is not used). The arithmetic is that of
+classification-only ``pad_value`` is not used). It calls
 ``service.postprocess.geometry.preprocess``, so with ``bilinear`` the served
 input equals the training/evaluation input bit for bit. The returned
 ``DenseMeta`` is a ``PreprocessMeta`` that also carries the exact
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.errors import InvalidInput, ModelStoreError
 from service.imaging import DecodedImage
-from service.postprocess.geometry import REDUCING_GAP, LetterboxMeta, make_letterbox_meta
+from service.postprocess.geometry import LetterboxMeta, preprocess
 from service.settings import Settings
 from service.store.manifest import Manifest
 from service.tasks.base import Task
@@ -47,29 +47,18 @@ class DenseMeta(PreprocessMeta):
 def letterbox_preprocess(image: Image.Image, manifest: Manifest) -> tuple[np.ndarray, DenseMeta]:
     """RGB image -> normalised ``(3, H, W)`` float32 letterboxed input + ``DenseMeta``."""
     pre = manifest.preprocessing
-    out_w, out_h = manifest.input.width, manifest.input.height
-    lb = make_letterbox_meta(image.width, image.height, out_w, out_h)
-    size = (lb.resized_width, lb.resized_height)
-    if size != image.size:
-        image_r = image.resize(size, RESAMPLING[pre.interpolation], reducing_gap=REDUCING_GAP)
-    else:
-        image_r = image
-    resized = np.asarray(image_r.convert("RGB") if image_r.mode != "RGB" else image_r)
-    scale = np.asarray([1.0 / (255.0 * s) for s in pre.std], np.float32)[:, None, None]
-    shift = np.asarray([m / s for m, s in zip(pre.mean, pre.std, strict=True)], np.float32)
-    out = np.zeros((3, out_h, out_w), np.float32)
-    region = out[
-        :,
-        lb.pad_top : lb.pad_top + lb.resized_height,
-        lb.pad_left : lb.pad_left + lb.resized_width,
-    ]
-    np.multiply(resized.transpose(2, 0, 1), scale, out=region, casting="unsafe")
-    region -= shift[:, None, None]
+    out, lb = preprocess(
+        image,
+        (manifest.input.width, manifest.input.height),
+        mean=pre.mean,
+        std=pre.std,
+        resample=RESAMPLING[pre.interpolation],
+    )
     meta = DenseMeta(
         orig_width=lb.orig_width,
         orig_height=lb.orig_height,
-        input_width=out_w,
-        input_height=out_h,
+        input_width=lb.input_width,
+        input_height=lb.input_height,
         scale_x=lb.scale_x,
         scale_y=lb.scale_y,
         offset_x=float(lb.pad_left),
