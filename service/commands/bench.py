@@ -45,11 +45,11 @@ def run(args: argparse.Namespace) -> int:
 
     from service.bench.model_bench import format_table, run_benchmark
     from service.models import get_config
-    from service.runtime.onnx_session import default_threads
+    from service.settings import cpu_count
 
     for variant in args.variants:
         get_config(variant)
-    threads = args.threads or default_threads()
+    threads = args.threads or cpu_count()
     start = time.perf_counter()
 
     def step(message: str) -> None:

@@ -9,15 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["create_onnx_session", "default_threads", "session_options"]
+from service.settings import cpu_count
 
-
-def default_threads() -> int:
-    """The CPU cores this process may use (the intra-op thread count to use by default)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+__all__ = ["create_onnx_session", "session_options"]
 
 
 def session_options(
@@ -41,7 +35,7 @@ def session_options(
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads or default_threads()
+    opts.intra_op_num_threads = threads or cpu_count()
     opts.inter_op_num_threads = 1
     if spinning is not None:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
