@@ -22,11 +22,12 @@ def session_options(
 ) -> Any:
     """``onnxruntime.SessionOptions``: all graph optimisations, ``threads`` intra-op threads.
 
-    ``spinning=None`` keeps onnxruntime's default (workers spin) so callers may
-    set ``session.intra_op.allow_spinning`` themselves. ``spinning=False`` lets
-    idle worker threads sleep instead of busy-waiting between operators: on a
-    small box shared with the server's own threads (and other processes)
-    spinning workers steal the cycles everyone needs; see ``docs/PERFORMANCE.md``.
+    ``spinning=None`` keeps onnxruntime's default (workers spin, also after a
+    run has returned). ``spinning=True`` lets workers busy-wait between the
+    operators of a run but stops them as soon as the run returns
+    (``session.force_spinning_stop``), so an idle session never steals cycles
+    from image decoding, other sessions or other processes. ``spinning=False``
+    lets idle workers sleep even inside a run. See ``docs/PERFORMANCE.md``.
     """
     import onnxruntime as ort
 
@@ -39,6 +40,8 @@ def session_options(
     opts.inter_op_num_threads = 1
     if spinning is not None:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if spinning:
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     if optimized_model_path:
         opts.optimized_model_filepath = optimized_model_path
     return opts

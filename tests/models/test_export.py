@@ -136,3 +136,13 @@ def test_session_rejects_missing_file_and_bad_threads(tmp_path: Path) -> None:
         from service.runtime.onnx_session import session_options
 
         session_options(0)
+
+
+def test_spinning_sessions_stop_spinning_when_a_run_returns() -> None:
+    from service.runtime.onnx_session import session_options
+
+    spinning = session_options(1, spinning=True)
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert spinning.get_session_config_entry("session.force_spinning_stop") == "1"
+    sleeping = session_options(1, spinning=False)
+    assert sleeping.get_session_config_entry("session.intra_op.allow_spinning") == "0"
