@@ -65,6 +65,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+ORIENTATION_TAG = 0x0112
+
+
+def _apply_orientation(image: Image.Image) -> Image.Image:
+    """The image as displayed: EXIF orientation applied (no copy when there is none)."""
+    if image.getexif().get(ORIENTATION_TAG, 1) in (0, 1):
+        return image
+    return ImageOps.exif_transpose(image) or image
+
+
 def _too_many_pixels(max_pixels: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"image has more than {max_pixels} pixels (max_image_pixels)")
 
@@ -121,7 +131,7 @@ def decode_image(
             f"the {fmt} image is truncated or corrupt and cannot be decoded ({exc})"
         ) from None
     try:
-        oriented: Image.Image = ImageOps.exif_transpose(image) or image
+        oriented = _apply_orientation(image)
         rgb = to_rgb(oriented)
     except (OSError, ValueError) as exc:
         raise InvalidInput(

@@ -145,11 +145,18 @@ class Preprocessing(_Strict):
 
 class BatchingConfig(_Strict):
     """Dynamic batching knobs (Triton's names): a batch runs when it has
-    ``max_batch_size`` requests or the oldest waited ``max_queue_delay_ms``."""
+    ``max_batch_size`` requests or the oldest waited ``max_queue_delay_ms``.
+
+    The default delay is 0, as in Triton: a request that finds the model idle
+    runs at once, and requests that arrive while a batch computes queue up and
+    run together as the next batch, so batches grow with the load by themselves.
+    A delay only pays off when requests arrive faster than one batch computes
+    but not in bursts; at one client it is added to every request's latency.
+    """
 
     max_batch_size: int = Field(default=8, ge=1, le=256, description="Largest batch run at once.")
     max_queue_delay_ms: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0.0,
         le=10_000.0,
         description="Longest wait for more requests after the first.",

@@ -1,14 +1,18 @@
 """Image geometry and normalisation shared by all tasks (Pillow + numpy, no torchvision).
 
-``center_crop`` reproduces the timm/torchvision ImageNet eval transform exactly:
+``center_crop`` reproduces the timm/torchvision ImageNet eval transform:
 ``Resize(short_side, bicubic)`` (long side ``int(short * long / short_orig)``),
 ``CenterCrop`` (offsets ``int(round((size - crop) / 2))``), ``ToTensor`` (/255),
-``Normalize(mean, std)``, all in float32.
+``Normalize(mean, std)``, all in float32, bit for bit. ``normalize`` looks the
+float32 values up in a table (identical to computing them, several times faster).
+The whole image is resized before cropping: Pillow's ``resize(box=...)`` would
+touch fewer pixels but measurably changes the result (up to 24 of 255 steps).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -50,17 +54,34 @@ class PreprocessMeta:
         return (x - self.offset_x) / self.scale_x, (y - self.offset_y) / self.scale_y
 
 
+@lru_cache(maxsize=32)
+def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``(3, 256)`` float32: ``(v / 255 - mean[c]) / std[c]`` for every 8-bit value ``v``."""
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need 3 values (RGB), got {len(mean)} and {len(std)}")
+    scaled = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    mean_f = np.asarray(mean, dtype=np.float32)[:, None]
+    std_f = np.asarray(std, dtype=np.float32)[:, None]
+    table: np.ndarray = (scaled[None, :] - mean_f) / std_f
+    table.setflags(write=False)
+    return table
+
+
 def normalize(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """RGB image -> ``(3, H, W)`` float32: ``(pixel / 255 - mean) / std``."""
-    scaled = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
-    out = (scaled - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
+    table = _normalize_table(tuple(mean), tuple(std))
+    pixels = np.asarray(image, dtype=np.uint8)
+    out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+    for channel in range(3):
+        np.take(table[channel], pixels[:, :, channel], out=out[channel])
+    return out
 
 
-def _resize_short(image: Image.Image, short: int, resample: Image.Resampling) -> Image.Image:
-    w, h = image.size
-    size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-    return image.resize(size, resample)
+def _short_side_size(width: int, height: int, short: int) -> tuple[int, int]:
+    """The size after resizing the short side to ``short`` (torchvision's rounding)."""
+    if width <= height:
+        return short, int(short * height / width)
+    return int(short * width / height), short
 
 
 def preprocess_image(image: Image.Image, manifest: Manifest) -> tuple[np.ndarray, PreprocessMeta]:
@@ -70,11 +91,10 @@ def preprocess_image(image: Image.Image, manifest: Manifest) -> tuple[np.ndarray
     resample = RESAMPLING[pre.interpolation]
     w, h = image.size
     if pre.mode == "center_crop":
-        resized = _resize_short(image, manifest.resize_short_side, resample)
-        rw, rh = resized.size
+        rw, rh = _short_side_size(w, h, manifest.resize_short_side)
         top = round((rh - out_h) / 2.0)
         left = round((rw - out_w) / 2.0)
-        canvas = resized.crop((left, top, left + out_w, top + out_h))
+        canvas = image.resize((rw, rh), resample).crop((left, top, left + out_w, top + out_h))
         meta = PreprocessMeta(w, h, out_w, out_h, rw / w, rh / h, -left, -top)
     elif pre.mode == "resize":
         canvas = image.resize((out_w, out_h), resample)
