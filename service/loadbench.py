@@ -4,8 +4,11 @@ Closed loop: at each concurrency level, N clients each send one request, wait
 for the answer and send the next, for a fixed time, over REST (httpx) and gRPC
 (grpc.aio) with a real JPEG. In the same run the bare engine (the same ONNX
 file in onnxruntime, no server) is measured: best throughput over batch sizes
-1-16, batch-1 latency, and the JPEG's decode + preprocessing time. Loopback
-only; bounded in time (``duration`` per level) and concurrency.
+1-16, batch-1 latency, and the JPEG's decode + preprocessing time. CPU time is
+accounted too (the server process's from ``/proc`` on Linux, the load client's
+own, the engine's per image), which shows what bounds throughput when server,
+client and engine share the same cores. Loopback only; bounded in time
+(``duration`` per level) and concurrency.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EngineResult", "LevelResult", "make_jpeg", "measure_engine", "run_level"]
+__all__ = [
+    "EngineResult",
+    "LevelResult",
+    "make_jpeg",
+    "measure_engine",
+    "process_cpu_seconds",
+    "run_level",
+]
 
 MAX_CONCURRENCY = 256
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -42,10 +52,24 @@ class LevelResult:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     seconds: float = 0.0
+    server_cpu_s: float | None = None
+    client_cpu_s: float = 0.0
 
     @property
     def throughput(self) -> float:
         return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
+
+    @property
+    def server_cpu_ms(self) -> float | None:
+        """Server CPU time (all its threads) per answered request, if known."""
+        if self.server_cpu_s is None or not self.latencies_ms:
+            return None
+        return 1000 * self.server_cpu_s / len(self.latencies_ms)
+
+    @property
+    def client_cpu_ms(self) -> float:
+        """The load client's own CPU time per answered request."""
+        return 1000 * self.client_cpu_s / len(self.latencies_ms) if self.latencies_ms else 0.0
 
     def pct(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
@@ -58,6 +82,7 @@ class EngineResult:
     per_batch: dict[int, float]
     batch1_ms: float
     decode_ms: float
+    cpu_ms_per_image: dict[int, float] = field(default_factory=dict)
 
     @property
     def best(self) -> tuple[int, float]:
@@ -116,6 +141,7 @@ def measure_engine(
     session = make_session(onnx_path, threads, allow_spinning)
     name = session.get_inputs()[0].name
     per_batch: dict[int, float] = {}
+    cpu_ms: dict[int, float] = {}
     batch1: list[float] = []
     for size in batch_sizes:
         batch = np.ascontiguousarray(np.repeat(array[None], size, axis=0))
@@ -123,10 +149,12 @@ def measure_engine(
             session.run(None, {name: batch})
         times: list[float] = []
         end = time.perf_counter() + seconds_per_size
+        cpu0 = time.process_time()
         while time.perf_counter() < end or len(times) < 3:
             t0 = time.perf_counter()
             session.run(None, {name: batch})
             times.append(time.perf_counter() - t0)
+        cpu_ms[size] = 1000 * (time.process_time() - cpu0) / (size * len(times))
         per_batch[size] = size / statistics.median(times)
         if size == 1:
             batch1 = times
@@ -134,7 +162,18 @@ def measure_engine(
         per_batch=per_batch,
         batch1_ms=1000 * statistics.median(batch1) if batch1 else float("nan"),
         decode_ms=1000 * statistics.median(decode_times),
+        cpu_ms_per_image=cpu_ms,
     )
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command name: state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _closed_loop(
@@ -209,9 +248,23 @@ async def run_level(
     model: str,
     url: str,
     grpc_target: str,
+    server_pid: int | None = None,
 ) -> LevelResult:
-    """One closed-loop level over ``protocol`` (rest or grpc)."""
+    """One closed-loop level over ``protocol`` (rest or grpc).
+
+    With ``server_pid`` the server's CPU time over the level is recorded too.
+    """
     result = LevelResult(protocol, concurrency)
+
+    async def measured(call: Callable[[], Awaitable[bool]]) -> None:
+        server0 = process_cpu_seconds(server_pid) if server_pid else None
+        client0 = time.process_time()
+        await _closed_loop(call, result, duration)
+        result.client_cpu_s = time.process_time() - client0
+        server1 = process_cpu_seconds(server_pid) if server_pid else None
+        if server0 is not None and server1 is not None:
+            result.server_cpu_s = server1 - server0
+
     if protocol == "rest":
         clients = [_RawHttpClient(url) for _ in range(concurrency)]
         path = f"/classify?model={model}&top_k=5"
@@ -227,7 +280,7 @@ async def run_level(
                 pool.put_nowait(client)
 
         await rest_call()  # connection warm-up
-        await _closed_loop(rest_call, result, duration)
+        await measured(rest_call)
         for client in clients:
             await client.close()
         return result
@@ -248,7 +301,7 @@ async def run_level(
                 return False
 
         await grpc_call()
-        await _closed_loop(grpc_call, result, duration)
+        await measured(grpc_call)
     return result
 
 

@@ -97,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
             server.wait_ready()
         for protocol in args.protocols:
             for level in args.concurrency:
+                pid = server.proc.pid if server is not None else None
                 result = asyncio.run(
-                    lb.run_level(protocol, level, args.duration, jpeg, name, url, target)
+                    lb.run_level(protocol, level, args.duration, jpeg, name, url, target, pid)
                 )
                 results.append(result)
                 print(
@@ -119,13 +120,20 @@ def run(args: argparse.Namespace) -> int:
 
 def print_report(results: list[Any], before: Any, after: Any) -> None:
     """The tables and the two targets."""
+    from service.settings import cpu_count
+
     print()
-    print("| protocol | concurrency | requests | req/s | p50 ms | p90 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| protocol | concurrency | requests | req/s | p50 ms | p90 ms | p99 ms | errors "
+        "| server CPU ms/req | client CPU ms/req |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        server_cpu = "n/a" if r.server_cpu_ms is None else f"{r.server_cpu_ms:.1f}"
         print(
             f"| {r.protocol} | {r.concurrency} | {len(r.latencies_ms)} | {r.throughput:.1f} | "
-            f"{r.pct(50):.2f} | {r.pct(90):.2f} | {r.pct(99):.2f} | {r.errors} |"
+            f"{r.pct(50):.2f} | {r.pct(90):.2f} | {r.pct(99):.2f} | {r.errors} "
+            f"| {server_cpu} | {r.client_cpu_ms:.1f} |"
         )
     print()
     print("| bare engine (no server) | before load | after load |")
@@ -135,7 +143,11 @@ def print_report(results: list[Any], before: Any, after: Any) -> None:
         print(f"| batch {size}: images/s | {b:.1f} | {a:.1f} |")
     print(f"| batch 1 latency ms | {before.batch1_ms:.2f} | {after.batch1_ms:.2f} |")
     print(f"| JPEG decode + preprocess ms | {before.decode_ms:.2f} | {after.decode_ms:.2f} |")
-    best_engine = max(before.best[1], after.best[1])
+    engine = before if before.best[1] >= after.best[1] else after
+    best_size, best_engine = engine.best
+    engine_cpu = engine.cpu_ms_per_image.get(best_size)
+    if engine_cpu is not None:
+        print(f"| CPU ms per image at batch {best_size} | {engine_cpu:.1f} | |")
     print()
     for protocol in sorted({r.protocol for r in results}):
         mine = [r for r in results if r.protocol == protocol]
@@ -146,6 +158,16 @@ def print_report(results: list[Any], before: Any, after: Any) -> None:
             f"{ratio:.2f}x the engine's best {best_engine:.1f} images/s "
             f"(target >= 0.85x: {'met' if ratio >= 0.85 else 'NOT met'})"
         )
+        if best.server_cpu_ms is not None and engine_cpu is not None:
+            spent = best.server_cpu_ms + best.client_cpu_ms
+            ceiling = 1000 * cpu_count() / spent
+            print(
+                f"{protocol}: at c={best.concurrency} each request cost "
+                f"{best.server_cpu_ms:.1f} ms of server CPU (the engine alone: "
+                f"{engine_cpu:.1f} ms per image) and "
+                f"{best.client_cpu_ms:.1f} ms of client CPU; {cpu_count()} cores shared by both "
+                f"serve at most {ceiling:.1f} req/s = {ceiling / best_engine:.2f}x the engine"
+            )
         c1 = [r for r in mine if r.concurrency == 1]
         if c1:
             budget = min(before.batch1_ms, after.batch1_ms) + min(before.decode_ms, after.decode_ms)
