@@ -91,13 +91,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         server = lb.ServerProcess(store, name)
         url, target = server.url, server.grpc_target
+    pid = server.proc.pid if server is not None else None
     results = []
     try:
         if server is not None:
             server.wait_ready()
         for protocol in args.protocols:
             for level in args.concurrency:
-                pid = server.proc.pid if server is not None else None
                 result = asyncio.run(
                     lb.run_level(protocol, level, args.duration, jpeg, name, url, target, pid)
                 )
@@ -122,6 +122,7 @@ def print_report(results: list[Any], before: Any, after: Any) -> None:
     """The tables and the two targets."""
     from service.settings import cpu_count
 
+    cores = cpu_count()
     print()
     print(
         "| protocol | concurrency | requests | req/s | p50 ms | p90 ms | p99 ms | errors "
@@ -160,12 +161,12 @@ def print_report(results: list[Any], before: Any, after: Any) -> None:
         )
         if best.server_cpu_ms is not None and engine_cpu is not None:
             spent = best.server_cpu_ms + best.client_cpu_ms
-            ceiling = 1000 * cpu_count() / spent
+            ceiling = 1000 * cores / spent
             print(
                 f"{protocol}: at c={best.concurrency} each request cost "
                 f"{best.server_cpu_ms:.1f} ms of server CPU (the engine alone: "
                 f"{engine_cpu:.1f} ms per image) and "
-                f"{best.client_cpu_ms:.1f} ms of client CPU; {cpu_count()} cores shared by both "
+                f"{best.client_cpu_ms:.1f} ms of client CPU; {cores} cores shared by both "
                 f"serve at most {ceiling:.1f} req/s = {ceiling / best_engine:.2f}x the engine"
             )
         c1 = [r for r in mine if r.concurrency == 1]

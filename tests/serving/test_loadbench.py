@@ -13,9 +13,8 @@ from service import loadbench as lb
 from service.commands.bench_load import print_report
 from service.settings import cpu_count
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
 
-
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
 def test_process_cpu_seconds_follows_this_process_and_ends_with_it() -> None:
     before = lb.process_cpu_seconds(os.getpid())
     assert before is not None
