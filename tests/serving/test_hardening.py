@@ -319,10 +319,21 @@ def test_shutdown_answers_what_did_not_finish_with_503_within_the_grace_period(
 
 
 def test_sigterm_drains_and_exits_within_the_grace_period(store: Path) -> None:
+    """16 slow requests in flight (big images queue in the one-thread large pool), 1 s grace."""
     env = {**os.environ, "CARE_SERVE_GRACEFUL_SHUTDOWN_S": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "service", "serve", "--model-store", str(store)]
     cmd += ["--http-port", "0", "--grpc-port", "0", "--intra-op-threads", "1"]
+    cmd += ["--large-image-pixels", "10000"]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    answers: list[httpx.Response | Exception] = []
+    big = _big_png(3000, 3000)
+
+    def send(url: str) -> None:
+        try:
+            answers.append(httpx.post(f"{url}/classify", content=big, timeout=30))
+        except httpx.HTTPError as exc:
+            answers.append(exc)
+
     try:
         url = None
         assert proc.stderr is not None
@@ -332,14 +343,30 @@ def test_sigterm_drains_and_exits_within_the_grace_period(store: Path) -> None:
                 url = found.group(1)
                 break
         assert url, "the server never said it was ready"
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
         assert httpx.post(f"{url}/classify", content=jpeg_bytes(), timeout=30).status_code == 200
+        senders = [threading.Thread(target=send, args=(url,)) for _ in range(16)]
+        for t in senders:
+            t.start()
+        time.sleep(0.5)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=10)
+        code = proc.wait(timeout=15)
         elapsed = time.monotonic() - started
+        for t in senders:
+            t.join(15)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert code == 0
-    assert elapsed < 2.0, elapsed
+    assert elapsed < 2.5, elapsed
+    statuses = [a.status_code if isinstance(a, httpx.Response) else repr(a) for a in answers]
+    assert len(statuses) == 16
+    assert 503 in statuses, statuses  # the work did not fit in 1 s: the rest was answered
+    assert set(statuses) <= {200, 503}, statuses
+    assert all(
+        a.json()["error"]["type"] == "ShuttingDown"
+        for a in answers
+        if isinstance(a, httpx.Response) and a.status_code == 503
+    )
