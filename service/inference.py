@@ -46,7 +46,7 @@ from service.errors import (
     ShuttingDown,
     Unauthorized,
 )
-from service.imaging import DecodedImage, ImageProbe, load_image, probe_image
+from service.imaging import ImageProbe, load_image, probe_image
 from service.manager import LoadedModel, ModelManager
 from service.metrics import ServingMetrics
 from service.settings import Settings
@@ -75,7 +75,10 @@ class InferenceResult:
 
 @dataclass(frozen=True)
 class _Prepared:
-    image: DecodedImage
+    """A decoded, preprocessed request (the full-size image itself is not kept)."""
+
+    width: int
+    height: int
     array: np.ndarray
     meta: PreprocessMeta
     decode_s: float
@@ -264,8 +267,8 @@ class DataPlane:
             version=handle.version,
             task=handle.manifest.task,
             result=result,
-            image_width=prepared.image.width,
-            image_height=prepared.image.height,
+            image_width=prepared.width,
+            image_height=prepared.height,
             batch_size=timing.batch_size,
             timings_ms={k: round(v * 1000.0, 3) for k, v in ms.items()},
         )
@@ -317,7 +320,8 @@ class DataPlane:
         t1 = time.perf_counter()
         array, meta = handle.task.preprocess(image)
         return _Prepared(
-            image,
+            image.width,
+            image.height,
             array,
             meta,
             probe_s + t1 - t0,

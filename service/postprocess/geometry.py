@@ -31,6 +31,7 @@ __all__ = [
     "INPUT_MULTIPLE",
     "LetterboxMeta",
     "dynamic_input_size",
+    "fit_within",
     "letterbox_image",
     "letterbox_mask",
     "make_letterbox_meta",
@@ -149,6 +150,14 @@ def dynamic_input_size(
     w = max(multiple, math.ceil(round(orig_width * scale, 6) / multiple) * multiple)
     h = max(multiple, math.ceil(round(orig_height * scale, 6) / multiple) * multiple)
     return min(w, max_side), min(h, max_side)
+
+
+def fit_within(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)``, or the largest size of that aspect ratio within ``max_pixels``."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = (max_pixels / (width * height)) ** 0.5
+    return max(1, int(width * scale)), max(1, int(height * scale))
 
 
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from service.errors import InvalidInput
-from service.postprocess.geometry import LetterboxMeta, to_rgb_array
+from service.postprocess.geometry import LetterboxMeta, fit_within, to_rgb_array
 
 __all__ = [
     "IGNORE_INDEX",
@@ -29,7 +29,6 @@ __all__ = [
     "Segmentation",
     "class_shares",
     "colorize",
-    "fit_within",
     "logits_to_mask",
     "make_palette",
     "mask_to_png",
@@ -50,14 +49,6 @@ class Segmentation:
 
     mask: np.ndarray
     shares: np.ndarray
-
-
-def fit_within(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """``(width, height)``, or the largest size of that aspect ratio within ``max_pixels``."""
-    if width * height <= max_pixels:
-        return width, height
-    scale = (max_pixels / (width * height)) ** 0.5
-    return max(1, int(width * scale)), max(1, int(height * scale))
 
 
 def postprocess_segmentation(

@@ -14,6 +14,7 @@ input equals the training/evaluation input bit for bit. The returned
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.errors import InvalidInput, ModelStoreError
 from service.imaging import DecodedImage
-from service.postprocess.geometry import LetterboxMeta, preprocess
+from service.postprocess.geometry import LetterboxMeta, fit_within, preprocess
 from service.settings import Settings
 from service.store.manifest import Manifest
 from service.tasks.base import Task
@@ -141,4 +142,15 @@ class DenseTask(Task):
             )
 
     def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, DenseMeta]:
-        return letterbox_preprocess(image.image, self.manifest)
+        """Letterbox; the meta keeps the image for overlays, shrunk to ``max_output_pixels``.
+
+        A request then holds at most that many pixels between its stages, not the
+        full decoded image (a 40-Mpx image is 120 MB).
+        """
+        array, meta = letterbox_preprocess(image.image, self.manifest)
+        src = image.image
+        size = fit_within(src.width, src.height, self.settings.max_output_pixels)
+        if size != src.size:
+            small = src.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+            meta = dataclasses.replace(meta, image=small)
+        return array, meta
