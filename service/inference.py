@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -28,12 +28,22 @@ from service.errors import (
     Unauthorized,
 )
 from service.imaging import DecodedImage, decode_image
+from service.inputs import (
+    EncodedImage,
+    ImageInput,
+    InputTensor,
+    RgbFrame,
+    check_input_tensor,
+    frame_to_image,
+)
 from service.manager import LoadedModel, ModelManager
 from service.metrics import ServingMetrics
 from service.settings import Settings
 from service.tasks.preprocess import PreprocessMeta
 
 __all__ = ["DataPlane", "InferenceResult", "outcome_of"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -192,6 +202,129 @@ class DataPlane:
         array, meta = handle.task.preprocess(image)
         return image, array, meta, t1 - t0, time.perf_counter() - t1
 
+    # -- several images of any input kind (used by the v2 protocol) ----------------------
+    def serving_model(self, name: str, version: int | str | None = None) -> LoadedModel:
+        """The loaded version of ``name`` serving requests (``NotFound``, ``ModelNotReady``)."""
+        loaded = self.manager.loaded().get(name)
+        # acquire() checks the name and version before the task, so any task name gives the
+        # same NotFound / ModelNotReady for a model that is not loaded.
+        task = loaded.manifest.task if loaded is not None else "classification"
+        handle = self.manager.acquire(task, name, version)
+        self.manager.release(handle)
+        return handle
+
+    async def infer_images(
+        self,
+        name: str,
+        items: Sequence[ImageInput],
+        *,
+        version: int | str | None = None,
+        params: Mapping[str, Any] | BaseModel | None = None,
+        protocol: str,
+        timeout_s: float | None = None,
+    ) -> list[InferenceResult]:
+        """Run several images (encoded, RGB frames or input tensors) through model ``name``.
+
+        Every image is one item of the model's batcher, so the images of one request
+        batch with each other and with other requests; they share the request's deadline.
+        The request counts once in ``care_inference_requests`` and its duration; the stage
+        histograms get one observation per image. ``params`` is either the task's request
+        parameters (validated by the task) or an already-parsed parameter object.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            handle = self.manager.acquire(
+                self.serving_model(name, version).manifest.task, name, version
+            )
+        except CareServeError as exc:
+            self.metrics.requests.labels("", "", protocol, outcome_of(exc)).inc()
+            raise
+        labels = (handle.name, str(handle.version), protocol)
+        try:
+            limit = handle.manifest.batching.max_queue_size
+            if not items or len(items) > limit:
+                raise InvalidInput(
+                    f"a request to {handle.name} carries 1 to {limit} images (its "
+                    f"max_queue_size), got {len(items)}"
+                )
+            parsed = (
+                params if isinstance(params, BaseModel) else handle.task.parse_params(params or {})
+            )
+            deadline = self._deadline(handle, started, timeout_s)
+            results = await _all(
+                self._run_input(handle, item, parsed, deadline, started, labels) for item in items
+            )
+        except CareServeError as exc:
+            self.metrics.requests.labels(*labels, outcome_of(exc)).inc()
+            raise
+        except Exception:
+            self.metrics.requests.labels(*labels, "error").inc()
+            raise
+        finally:
+            self.manager.release(handle)
+        self.metrics.requests.labels(*labels, "success").inc()
+        self.metrics.request_duration.labels(*labels).observe(loop.time() - started)
+        return results
+
+    async def _run_input(
+        self,
+        handle: LoadedModel,
+        item: ImageInput,
+        parsed: Any,
+        deadline: float,
+        started: float,
+        labels: tuple[str, str, str],
+    ) -> InferenceResult:
+        loop = asyncio.get_running_loop()
+        width, height, array, meta, decode_s, pre_s = await loop.run_in_executor(
+            self._executor, self._prepare_input, handle, item
+        )
+        self.metrics.preprocess_duration.labels(*labels).observe(decode_s + pre_s)
+        outputs, timing = await handle.batcher.submit(array, deadline)
+        self.metrics.queue_duration.labels(*labels).observe(timing.queue_s)
+        self.metrics.compute_duration.labels(*labels).observe(timing.compute_s)
+        result, post_s = await loop.run_in_executor(
+            self._executor, self._postprocess, handle, outputs, meta, parsed
+        )
+        self.metrics.postprocess_duration.labels(*labels).observe(post_s)
+        ms = {
+            "decode": decode_s,
+            "preprocess": pre_s,
+            "queue": timing.queue_s,
+            "compute": timing.compute_s,
+            "postprocess": post_s,
+            "total": loop.time() - started,
+        }
+        return InferenceResult(
+            model=handle.name,
+            version=handle.version,
+            task=handle.manifest.task,
+            result=result,
+            image_width=width,
+            image_height=height,
+            batch_size=timing.batch_size,
+            timings_ms={k: round(v * 1000.0, 3) for k, v in ms.items()},
+        )
+
+    def _prepare_input(
+        self, handle: LoadedModel, item: ImageInput
+    ) -> tuple[int, int, np.ndarray, PreprocessMeta, float, float]:
+        """(width, height, network input, meta, decode s, preprocess s) of one image."""
+        if isinstance(item, EncodedImage):
+            image, array, meta, decode_s, pre_s = self._prepare(handle, item.data)
+            return image.width, image.height, array, meta, decode_s, pre_s
+        t0 = time.perf_counter()
+        if isinstance(item, RgbFrame):
+            frame = frame_to_image(item, self.settings.max_image_pixels)
+            t1 = time.perf_counter()
+            array, meta = handle.task.preprocess(frame)
+            return frame.width, frame.height, array, meta, t1 - t0, time.perf_counter() - t1
+        assert isinstance(item, InputTensor)
+        array = check_input_tensor(item, handle.manifest)
+        meta = handle.task.tensor_meta()
+        return meta.orig_width, meta.orig_height, array, meta, 0.0, time.perf_counter() - t0
+
     # -- model operations ----------------------------------------------------------------
     def check_admin(self, authorization: str | None) -> None:
         """Raise ``Unauthorized`` unless the admin token is unset or ``Bearer <token>``."""
@@ -225,3 +358,15 @@ class DataPlane:
 
     def ready(self) -> bool:
         return self.manager.ready()
+
+
+async def _all(coros: Iterable[Awaitable[T]]) -> list[T]:
+    """Await every coroutine concurrently; on the first error cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
         default_factory=lambda: ["JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"],
         description="Pillow formats accepted (comma-separated).",
     )
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Largest v2 inference request (REST body or gRPC message), all images.",
+    )
     max_top_k: int = Field(default=100, ge=1, description="Largest top_k a client may ask for.")
 
     # --- lifecycle -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.errors import InvalidInput, ModelStoreError
 from service.imaging import DecodedImage
-from service.postprocess.geometry import LetterboxMeta, preprocess
+from service.postprocess.geometry import LetterboxMeta, make_letterbox_meta, preprocess
 from service.settings import Settings
 from service.store.manifest import Manifest
 from service.tasks.base import Task
@@ -142,3 +142,14 @@ class DenseTask(Task):
 
     def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, DenseMeta]:
         return letterbox_preprocess(image.image, self.manifest)
+
+    def tensor_meta(self) -> DenseMeta:
+        """An identity letterbox: boxes and masks are in network-input pixels.
+
+        There is no original image, so an overlay would be drawn on black.
+        """
+        w, h = self.manifest.input.width, self.manifest.input.height
+        lb = make_letterbox_meta(w, h, w, h)
+        return DenseMeta(
+            w, h, w, h, 1.0, 1.0, 0.0, 0.0, letterbox=lb, image=Image.new("RGB", (w, h))
+        )
