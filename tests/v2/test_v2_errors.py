@@ -301,3 +301,41 @@ def test_cut_and_corrupted_requests_never_get_a_500(served: BackgroundStack) -> 
         noisy[i] ^= 0xFF
     r = post(served, None, raw_json=bytes(noisy), header=str(len(head)))
     assert r.status_code in (200, 400), r.text
+
+
+def test_request_deadlines_apply_to_v2(served: BackgroundStack) -> None:
+    element = bytes_element(scene_png("classification", 6))
+    doc = binary_input("image", "BYTES", [1], len(element))
+    head = json.dumps(doc).encode()
+    url = f"{served.http_url}/v2/models/{CLS}/infer"
+
+    def call(timeout_ms: str) -> httpx.Response:
+        headers = {HEADER: str(len(head)), "X-Request-Timeout-Ms": timeout_ms}
+        return httpx.post(url, content=head + element, headers=headers, timeout=60)
+
+    assert call("60000").status_code == 200
+    assert "deadline" in error_of(call("0.001"), 504)
+    assert "positive" in error_of(call("-5"), 400)
+    assert "must be a number" in error_of(call("soon"), 400)
+
+
+def test_the_openapi_document_covers_the_v2_routes(served: BackgroundStack) -> None:
+    doc = httpx.get(served.http_url + "/openapi.json").json()
+    paths = doc["paths"]
+    for path in (
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{name}",
+        "/v2/models/{name}/versions/{version}",
+        "/v2/models/{name}/ready",
+        "/v2/models/{name}/versions/{version}/ready",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+        "/v2/repository/index",
+        "/v2/repository/models/{name}/load",
+        "/v2/repository/models/{name}/unload",
+    ):
+        assert path in paths, path
+    body = paths["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]
+    assert {"application/json", "application/octet-stream"} <= set(body)
