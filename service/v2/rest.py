@@ -16,8 +16,9 @@ from typing import Any
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.errors import CareServeError, InvalidInput, ModelNotReady, PayloadTooLarge, ServerBusy
+from service.errors import CareServeError, InvalidInput, ModelNotReady, ServerBusy
 from service.inference import DataPlane
+from service.rest.body import read_limited
 from service.v2.http_codec import HEADER_LENGTH, encode_response, parse_request
 from service.v2.protocol import V2Protocol
 
@@ -110,20 +111,8 @@ def _protocol(request: Request) -> V2Protocol:
     return V2Protocol(data_plane)
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes (max_request_bytes)")
-    return bytes(body)
-
-
 async def _json_body(request: Request) -> dict[str, Any]:
-    body = await _body(request, 1024 * 1024)
+    body = await read_limited(request, 1024 * 1024, "1 MiB for repository requests")
     if not body.strip():
         return {}
     try:
@@ -214,7 +203,8 @@ async def _infer(
         protocol = _protocol(request)
         timeout_s = _timeout_s(timeout_ms)
         limit = protocol.data_plane.settings.max_request_bytes
-        parsed = parse_request(await _body(request, limit), request.headers.get(HEADER_LENGTH))
+        body = await read_limited(request, limit, "max_request_bytes")
+        parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
         model, outputs = await protocol.infer(
             name,
             version,

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
@@ -33,8 +34,10 @@ GRPC_AUTH = {"authorization": f"Bearer {TOKEN}"}  # gRPC metadata keys are lower
 
 @pytest.fixture(scope="module")
 def admin_stack() -> Iterator[BackgroundStack]:
-    """Only the classifier loaded at start; load/unload need the admin token."""
-    settings = stack_settings(models=["shapes-classifier"], admin_token=TOKEN)
+    """Only the classifier loaded at start; load/unload need the admin token; 100 kB requests."""
+    settings = stack_settings(
+        models=["shapes-classifier"], admin_token=TOKEN, max_request_bytes=100_000
+    )
     with BackgroundStack(settings, CollectorRegistry()) as stack:
         yield stack
 
@@ -146,3 +149,17 @@ def test_health_and_reflection_cover_the_v2_service(admin_stack: BackgroundStack
     assert v2_file.file_descriptor_response.file_descriptor_proto
     assert own_file.file_descriptor_response.file_descriptor_proto
     channel.close()
+
+
+def test_requests_over_max_request_bytes_are_413s(admin_stack: BackgroundStack) -> None:
+    frames = np.zeros((1, 200, 200, 3), np.uint8)  # 120 kB
+    client = thttp.InferenceServerClient(admin_stack.http_url.removeprefix("http://"))
+    frame = thttp.InferInput("frame", list(frames.shape), "UINT8")
+    frame.set_data_from_numpy(frames)
+    with pytest.raises(InferenceServerException, match="max_request_bytes"):
+        client.infer("shapes-classifier", [frame])
+    r = httpx.post(
+        f"{admin_stack.http_url}/v2/models/shapes-classifier/infer", content=b"{" * 150_000
+    )
+    assert r.status_code == 413 and "max_request_bytes" in r.json()["error"]
+    client.close()
