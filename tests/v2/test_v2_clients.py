@@ -234,3 +234,20 @@ def test_v2_requests_count_in_the_metrics_with_their_protocol(served: Background
             and f'protocol="{protocol}"' in line
             for line in text.splitlines()
         )
+
+
+def test_json_tensors_answer_like_binary_ones(served: BackgroundStack) -> None:
+    """tritonclient.http with ``binary_data=False``: JSON data in, JSON data out, same answer."""
+    model = MODELS["segmentation"]
+    png = scene_png("segmentation", 2, 96)
+    c = client(served, "http")
+    as_json = thttp.InferInput("frame", [1, 96, 96, 3], "UINT8")
+    as_json.set_data_from_numpy(rgb(png)[None], binary_data=False)
+    outs = [thttp.InferRequestedOutput(n, binary_data=False) for n in ("mask", "class_shares")]
+    by_json = c.infer(model, [as_json], outputs=outs)
+    by_binary = c.infer(model, [make_input("http", "frame", served, model, [png])])
+    assert np.array_equal(by_json.as_numpy("mask"), by_binary.as_numpy("mask"))
+    assert np.array_equal(by_json.as_numpy("class_shares"), by_binary.as_numpy("class_shares"))
+    ref = own_api(served, "segmentation", model, png)
+    assert np.array_equal(by_json.as_numpy("mask")[0], ref["mask"])
+    c.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from typing import Any
@@ -13,7 +14,17 @@ import pytest
 from tritonclient.grpc import service_pb2 as tpb
 from tritonclient.grpc import service_pb2_grpc as tpb_grpc
 
+from service.errors import (
+    CareServeError,
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotReady,
+    NotFound,
+    ServerBusy,
+)
 from service.server import BackgroundStack
+from service.v2 import grpc_servicer as v2_grpc
+from service.v2 import rest as v2_rest
 from tests.v2.conftest import MODELS
 from tests.v2.helpers import own_api, rgb, scene_png
 
@@ -339,3 +350,28 @@ def test_the_openapi_document_covers_the_v2_routes(served: BackgroundStack) -> N
         assert path in paths, path
     body = paths["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]
     assert {"application/json", "application/octet-stream"} <= set(body)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (ServerBusy("queue full"), 503, grpc.StatusCode.UNAVAILABLE),
+        (ModelNotReady("loading"), 503, grpc.StatusCode.UNAVAILABLE),
+        (NotFound("no such model"), 404, grpc.StatusCode.NOT_FOUND),
+        (InvalidInput("bad tensor"), 400, grpc.StatusCode.INVALID_ARGUMENT),
+        (DeadlineExceeded("late"), 504, grpc.StatusCode.DEADLINE_EXCEEDED),
+    ],
+)
+def test_data_plane_errors_map_to_the_protocols_codes(
+    error: CareServeError, status: int, code: grpc.StatusCode
+) -> None:
+    """Queue full and not-ready are 503 + Retry-After over REST and UNAVAILABLE over gRPC."""
+
+    async def fail() -> Any:
+        raise error
+
+    response = asyncio.run(v2_rest._answer(fail))
+    assert response.status_code == status
+    assert json.loads(bytes(response.body)) == {"error": error.message}
+    assert ("retry-after" in response.headers) == (status == 503)
+    assert v2_grpc._code(error) == code
