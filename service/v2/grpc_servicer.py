@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from service.errors import CareServeError, InvalidInput, ModelNotReady, ServerBusy
+from service.errors import (
+    CareServeError,
+    InvalidInput,
+    ModelNotReady,
+    PayloadTooLarge,
+    ServerBusy,
+)
 from service.grpc_gen.inference import grpc_service_pb2 as pb
 from service.grpc_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from service.inference import DataPlane
@@ -194,6 +200,13 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         async def call() -> Any:
+            limit = self.protocol.data_plane.settings.max_request_bytes
+            size = sum(len(r) for r in request.raw_input_contents)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"the request's raw_input_contents hold {size} bytes; the limit is {limit} "
+                    "bytes (max_request_bytes)"
+                )
             inputs, raw = parse_inputs(request)
             model, outputs = await self.protocol.infer(
                 request.model_name,

@@ -163,3 +163,10 @@ def test_requests_over_max_request_bytes_are_413s(admin_stack: BackgroundStack) 
     )
     assert r.status_code == 413 and "max_request_bytes" in r.json()["error"]
     client.close()
+    over_grpc = tgrpc.InferenceServerClient(admin_stack.grpc_target)
+    frame = tgrpc.InferInput("frame", list(frames.shape), "UINT8")
+    frame.set_data_from_numpy(frames)
+    with pytest.raises(InferenceServerException, match="max_request_bytes") as info:
+        over_grpc.infer("shapes-classifier", [frame])
+    assert "INVALID_ARGUMENT" in str(info.value.status())
+    over_grpc.close()
