@@ -213,6 +213,13 @@ class DataPlane:
         self.manager.release(handle)
         return handle
 
+    def record_rejected(
+        self, handle: LoadedModel | None, protocol: str, exc: CareServeError
+    ) -> None:
+        """Count a request refused before inference (unknown model, tensors it cannot take)."""
+        labels = (handle.name, str(handle.version)) if handle is not None else ("", "")
+        self.metrics.requests.labels(*labels, protocol, outcome_of(exc)).inc()
+
     async def infer_images(
         self,
         name: str,

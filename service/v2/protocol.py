@@ -105,11 +105,16 @@ class V2Protocol:
         timeout_s: float | None,
     ) -> tuple[LoadedModel, list[Tensor]]:
         """Check the request against the model, run it, build the output tensors."""
-        model = self.model(name, version)
-        items = image_inputs(model, inputs)
-        params = task_params(model, parameters)
-        # Checked before running, so a bad output name costs no inference.
-        check_requested(model, requested)
+        model: LoadedModel | None = None
+        try:
+            model = self.model(name, version)
+            items = image_inputs(model, inputs)
+            params = task_params(model, parameters)
+            # Checked before running, so a bad output name costs no inference.
+            check_requested(model, requested)
+        except CareServeError as exc:
+            self.data_plane.record_rejected(model, protocol, exc)
+            raise
         results = await self.data_plane.infer_images(
             model.name,
             items,

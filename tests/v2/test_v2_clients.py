@@ -251,3 +251,45 @@ def test_json_tensors_answer_like_binary_ones(served: BackgroundStack) -> None:
     ref = own_api(served, "segmentation", model, png)
     assert np.array_equal(by_json.as_numpy("mask")[0], ref["mask"])
     c.close()
+
+
+def test_a_request_counts_once_and_each_image_once_per_stage(served: BackgroundStack) -> None:
+    model = MODELS["detection"]
+    registry = served.stack.registry
+    labels = {"model": model, "version": "1", "protocol": "v2-grpc"}
+
+    def sample(name: str, **extra: str) -> float:
+        return registry.get_sample_value(name, {**labels, **extra}) or 0.0
+
+    requests0 = sample("care_inference_requests_total", outcome="success")
+    stages0 = sample("care_inference_preprocess_duration_seconds_count")
+    queued0 = sample("care_inference_queue_duration_seconds_count")
+    c = client(served, "grpc")
+    pngs = images(served, model, "detection", "image", 3)
+    c.infer(model, [make_input("grpc", "image", served, model, pngs)])
+    c.close()
+    assert sample("care_inference_requests_total", outcome="success") == requests0 + 1
+    assert sample("care_inference_preprocess_duration_seconds_count") == stages0 + 3
+    assert sample("care_inference_queue_duration_seconds_count") == queued0 + 3
+
+
+def test_refused_requests_count_with_their_outcome(served: BackgroundStack) -> None:
+    model = MODELS["classification"]
+    registry = served.stack.registry
+
+    def refused(model_label: str, outcome: str) -> float:
+        labels = {"model": model_label, "protocol": "v2-rest", "outcome": outcome}
+        labels["version"] = "1" if model_label else ""
+        return registry.get_sample_value("care_inference_requests_total", labels) or 0.0
+
+    invalid0, unknown0 = refused(model, "invalid_input"), refused("", "not_found")
+    c = client(served, "http")
+    wrong = thttp.InferInput("pixels", [1], "BYTES")
+    wrong.set_data_from_numpy(np.array([b"x"], dtype=object))
+    with pytest.raises(InferenceServerException, match="no input 'pixels'"):
+        c.infer(model, [wrong])
+    with pytest.raises(InferenceServerException, match="not found"):
+        c.infer("no-such-model", [wrong])
+    c.close()
+    assert refused(model, "invalid_input") == invalid0 + 1
+    assert refused("", "not_found") == unknown0 + 1
