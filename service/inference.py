@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -46,7 +46,15 @@ from service.errors import (
     ShuttingDown,
     Unauthorized,
 )
-from service.imaging import ImageProbe, load_image, probe_image
+from service.imaging import DecodedImage, ImageProbe, load_image, probe_image
+from service.inputs import (
+    EncodedImage,
+    ImageInput,
+    InputTensor,
+    RgbFrame,
+    check_input_tensor,
+    frame_to_image,
+)
 from service.manager import LoadedModel, ModelManager
 from service.metrics import ServingMetrics
 from service.settings import Settings
@@ -75,7 +83,7 @@ class InferenceResult:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A decoded, preprocessed request (the full-size image itself is not kept)."""
+    """A decoded, preprocessed image (the full-size image itself is not kept)."""
 
     width: int
     height: int
@@ -84,6 +92,18 @@ class _Prepared:
     decode_s: float
     preprocess_s: float
     large: bool
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What every image of one request shares."""
+
+    handle: LoadedModel
+    params: Any
+    started: float
+    deadline: float
+    limit_s: float
+    labels: tuple[str, str, str]
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -138,7 +158,7 @@ class DataPlane:
     async def infer(
         self,
         task: str,
-        data: bytes | BodyReader,
+        data: bytes | BodyReader | ImageInput,
         *,
         model: str | None = None,
         version: int | str | None = None,
@@ -148,27 +168,107 @@ class DataPlane:
     ) -> InferenceResult:
         """Run one image through ``model`` (default: the task's default model).
 
-        ``data`` is the encoded image, or a coroutine function that reads it (REST
-        passes its body reader, so the request is admitted before its upload).
+        ``data`` is the encoded image, a coroutine function that reads it (REST
+        passes its body reader, so the request is admitted before its upload), an
+        RGB frame or a preprocessed input tensor.
         """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = asyncio.get_running_loop().time()
+        handle = self._lookup(protocol, lambda: self.manager.lookup(task, model, version))
+
+        async def run(request: _Request) -> InferenceResult:
+            item = data
+            if callable(item):
+                item = await self._stage("the upload", item(), request)
+            return await self._run_one(
+                request, item if not isinstance(item, bytes) else EncodedImage(item)
+            )
+
+        return await self._serve(handle, 1, params, protocol, timeout_s, started, run)
+
+    async def infer_images(
+        self,
+        name: str,
+        items: Sequence[ImageInput],
+        *,
+        version: int | str | None = None,
+        params: Mapping[str, Any] | BaseModel | None = None,
+        protocol: str,
+        timeout_s: float | None = None,
+    ) -> list[InferenceResult]:
+        """Run several images (encoded, RGB frames or input tensors) through model ``name``.
+
+        Every image is one item of the model's batcher, so the images of one request
+        batch with each other and with other requests; they share the request's
+        deadline and count as that many requests for admission. The request counts
+        once in ``care_inference_requests`` and its duration; the stage histograms
+        get one observation per image. ``params`` is either the task's request
+        parameters (validated by the task) or an already-parsed parameter object.
+        """
+        started = asyncio.get_running_loop().time()
+        handle = self._lookup(protocol, lambda: self.serving_model(name, version))
+        limit = handle.manifest.batching.max_queue_size
+        if not items or len(items) > limit:
+            exc = InvalidInput(
+                f"a request to {handle.name} carries 1 to {limit} images (its "
+                f"max_queue_size), got {len(items)}"
+            )
+            self.record_rejected(handle, protocol, exc)
+            raise exc
+
+        async def run(request: _Request) -> list[InferenceResult]:
+            return await _all(self._run_one(request, item) for item in items)
+
+        return await self._serve(handle, len(items), params, protocol, timeout_s, started, run)
+
+    def serving_model(self, name: str, version: int | str | None = None) -> LoadedModel:
+        """The loaded version of ``name`` serving requests (``NotFound``, ``ModelNotReady``)."""
+        loaded = self.manager.loaded().get(name)
+        # lookup() checks the name and version before the task, so any task name gives the
+        # same NotFound / ModelNotReady for a model that is not loaded.
+        task = loaded.manifest.task if loaded is not None else "classification"
+        return self.manager.lookup(task, name, version)
+
+    def record_rejected(
+        self, handle: LoadedModel | None, protocol: str, exc: CareServeError
+    ) -> None:
+        """Count a request refused before inference (unknown model, tensors it cannot take)."""
+        labels = (handle.name, str(handle.version)) if handle is not None else ("", "")
+        self.metrics.requests.labels(*labels, protocol, outcome_of(exc)).inc()
+
+    def _lookup(self, protocol: str, find: Callable[[], LoadedModel]) -> LoadedModel:
         try:
             if self.draining:
                 raise ShuttingDown("the server is shutting down; retry on another replica")
-            handle = self.manager.lookup(task, model, version)
+            return find()
         except CareServeError as exc:
-            self.metrics.requests.labels("", "", protocol, outcome_of(exc)).inc()
+            self.record_rejected(None, protocol, exc)
             raise
+
+    async def _serve(
+        self,
+        handle: LoadedModel,
+        images: int,
+        params: Mapping[str, Any] | BaseModel | None,
+        protocol: str,
+        timeout_s: float | None,
+        started: float,
+        run: Callable[[_Request], Awaitable[T]],
+    ) -> T:
+        """Admission, parameters, deadline, metrics and bookkeeping around ``run``."""
         labels = (handle.name, str(handle.version), protocol)
         try:
-            self.manager.admit(handle)
+            self.manager.admit(handle, images)
         except ServerBusy as exc:
-            self.metrics.requests.labels(*labels, outcome_of(exc)).inc()
+            self.record_rejected(handle, protocol, exc)
             raise
         self.inflight += 1
         try:
-            result = await self._run(handle, data, params or {}, timeout_s, started, labels)
+            parsed = (
+                params if isinstance(params, BaseModel) else handle.task.parse_params(params or {})
+            )
+            limit = self._limit_s(handle, timeout_s)
+            request = _Request(handle, parsed, started, started + limit, limit, labels)
+            result = await run(request)
         except CareServeError as exc:
             self.metrics.requests.labels(*labels, outcome_of(exc)).inc()
             raise
@@ -177,9 +277,10 @@ class DataPlane:
             raise
         finally:
             self.inflight -= 1
-            self.manager.release(handle)
+            self.manager.release(handle, images)
         self.metrics.requests.labels(*labels, "success").inc()
-        self.metrics.request_duration.labels(*labels).observe(loop.time() - started)
+        elapsed = asyncio.get_running_loop().time() - started
+        self.metrics.request_duration.labels(*labels).observe(elapsed)
         return result
 
     def _limit_s(self, handle: LoadedModel, timeout_s: float | None) -> float:
@@ -191,10 +292,10 @@ class DataPlane:
             limit = min(limit, timeout_s)
         return limit
 
-    async def _stage(self, stage: str, work: Awaitable[T], deadline: float, limit: float) -> T:
-        """Await ``work`` until ``deadline``; ``DeadlineExceeded`` / ``ShuttingDown`` after."""
+    async def _stage(self, stage: str, work: Awaitable[T], request: _Request) -> T:
+        """Await ``work`` until the deadline; ``DeadlineExceeded`` / ``ShuttingDown`` after."""
         future = asyncio.ensure_future(work)
-        remaining = deadline - asyncio.get_running_loop().time()
+        remaining = request.deadline - asyncio.get_running_loop().time()
         abort = self._abort_future()
         if remaining > 0 and not abort.done():
             await asyncio.wait((future, abort), timeout=remaining, return_when="FIRST_COMPLETED")
@@ -206,61 +307,41 @@ class DataPlane:
                 "the server shut down before the request finished; retry on another replica"
             )
         raise DeadlineExceeded(
-            f"the request deadline ({limit:.3g} s) passed during {stage}; send a smaller "
-            "image, raise the deadline (X-Request-Timeout-Ms / the gRPC deadline) or retry"
+            f"the request deadline ({request.limit_s:.3g} s) passed during {stage}; send a "
+            "smaller image, raise the deadline (X-Request-Timeout-Ms / the gRPC deadline) or "
+            "retry"
         )
 
-    async def _run(
-        self,
-        handle: LoadedModel,
-        data: bytes | BodyReader,
-        params: Mapping[str, Any],
-        timeout_s: float | None,
-        started: float,
-        labels: tuple[str, str, str],
-    ) -> InferenceResult:
+    async def _run_one(self, request: _Request, item: ImageInput) -> InferenceResult:
+        """One image: prepare, batch, post-process, each stage within the deadline."""
         loop = asyncio.get_running_loop()
-        parsed = handle.task.parse_params(params)
-        limit = self._limit_s(handle, timeout_s)
-        deadline = started + limit
-        if not isinstance(data, bytes):
-            data = await self._stage("the upload", data(), deadline, limit)
-        prepared = await self._stage(
-            "decoding", self._prepare(handle, data, deadline), deadline, limit
-        )
+        handle, labels = request.handle, request.labels
+        prepared = await self._stage("decoding", self._prepare(handle, item, request), request)
         self.metrics.preprocess_duration.labels(*labels).observe(
             prepared.decode_s + prepared.preprocess_s
         )
         outputs, timing = await self._stage(
-            "queueing and compute",
-            handle.batcher.submit(prepared.array, deadline),
-            deadline,
-            limit,
+            "queueing and compute", handle.batcher.submit(prepared.array, request.deadline), request
         )
         self.metrics.queue_duration.labels(*labels).observe(timing.queue_s)
         self.metrics.compute_duration.labels(*labels).observe(timing.compute_s)
         if handle.task.cheap_postprocess:
-            result, post_s = self._postprocess(handle, outputs, prepared.meta, parsed)
+            result, post_s = self._postprocess(handle, outputs, prepared.meta, request.params)
         else:
             pool = self.pools.large if prepared.large else self.pools.small
             job = self.pools.trimmed if prepared.large else _call
-            result, post_s = await self._stage(
-                "post-processing",
-                loop.run_in_executor(
-                    pool, job, self._postprocess, handle, outputs, prepared.meta, parsed
-                ),
-                deadline,
-                limit,
+            post = loop.run_in_executor(
+                pool, job, self._postprocess, handle, outputs, prepared.meta, request.params
             )
+            result, post_s = await self._stage("post-processing", post, request)
         self.metrics.postprocess_duration.labels(*labels).observe(post_s)
-        total = loop.time() - started
         ms = {
             "decode": prepared.decode_s,
             "preprocess": prepared.preprocess_s,
             "queue": timing.queue_s,
             "compute": timing.compute_s,
             "postprocess": post_s,
-            "total": total,
+            "total": loop.time() - request.started,
         }
         return InferenceResult(
             model=handle.name,
@@ -281,11 +362,23 @@ class DataPlane:
         result = handle.task.postprocess(outputs, meta, params)
         return result, time.perf_counter() - start
 
-    async def _prepare(self, handle: LoadedModel, data: bytes, deadline: float) -> _Prepared:
-        """Probe in the small pool; finish there, or in the large pool for a big image."""
+    async def _prepare(self, handle: LoadedModel, item: ImageInput, request: _Request) -> _Prepared:
+        """The network input of ``item``, in the pool its size calls for."""
         loop = asyncio.get_running_loop()
+        deadline = request.deadline
+        if isinstance(item, InputTensor):
+            return self._from_tensor(handle, item)
+        if isinstance(item, RgbFrame):
+            pixels = (
+                int(item.pixels.shape[0]) * int(item.pixels.shape[1])
+                if item.pixels.ndim >= 2
+                else 0
+            )
+            pool = self.pools.for_pixels(pixels)
+            job = self.pools.trimmed if self.pools.is_large(pixels) else _call
+            return await loop.run_in_executor(pool, job, self._from_frame, handle, item, deadline)
         first = await loop.run_in_executor(
-            self.pools.small, self._probe_and_maybe_decode, handle, data, deadline
+            self.pools.small, self._probe_and_maybe_decode, handle, item.data, deadline
         )
         if isinstance(first, _Prepared):
             return first
@@ -297,6 +390,7 @@ class DataPlane:
     def _probe_and_maybe_decode(
         self, handle: LoadedModel, data: bytes, deadline: float
     ) -> _Prepared | tuple[ImageProbe, float]:
+        """Probe in the small pool; finish there unless the image is large."""
         _check_deadline(deadline)
         t0 = time.perf_counter()
         probe = probe_image(
@@ -317,17 +411,29 @@ class DataPlane:
         t0 = time.perf_counter()
         reduce_to = handle.task.decode_size(probe.width, probe.height)
         image = load_image(probe, reduce_to=reduce_to if self.settings.reduced_decode else None)
-        t1 = time.perf_counter()
+        return self._preprocess(handle, image, probe_s + time.perf_counter() - t0)
+
+    def _from_frame(self, handle: LoadedModel, frame: RgbFrame, deadline: float) -> _Prepared:
+        _check_deadline(deadline)
+        t0 = time.perf_counter()
+        image = frame_to_image(frame, self.settings.max_image_pixels)
+        return self._preprocess(handle, image, time.perf_counter() - t0)
+
+    def _preprocess(self, handle: LoadedModel, image: DecodedImage, decode_s: float) -> _Prepared:
+        t0 = time.perf_counter()
         array, meta = handle.task.preprocess(image)
+        large = self.pools.is_large(image.width * image.height)
         return _Prepared(
-            image.width,
-            image.height,
-            array,
-            meta,
-            probe_s + t1 - t0,
-            time.perf_counter() - t1,
-            self.pools.is_large(probe.pixels),
+            image.width, image.height, array, meta, decode_s, time.perf_counter() - t0, large
         )
+
+    @staticmethod
+    def _from_tensor(handle: LoadedModel, tensor: InputTensor) -> _Prepared:
+        t0 = time.perf_counter()
+        array = check_input_tensor(tensor, handle.manifest)
+        meta = handle.task.tensor_meta()
+        elapsed = time.perf_counter() - t0
+        return _Prepared(meta.orig_width, meta.orig_height, array, meta, 0.0, elapsed, False)
 
     # -- model operations ----------------------------------------------------------------
     def check_admin(self, authorization: str | None) -> None:
@@ -372,3 +478,15 @@ def _check_deadline(deadline: float) -> None:
     """In a worker thread: skip work whose deadline already passed while it waited."""
     if time.monotonic() >= deadline:
         raise DeadlineExceeded("the request deadline passed while it waited for a worker")
+
+
+async def _all(coros: Iterable[Awaitable[T]]) -> list[T]:
+    """Await every coroutine concurrently; on the first error cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -1,8 +1,11 @@
 """The load benchmark behind ``care-serve bench-load``.
 
 Closed loop: at each concurrency level, N clients each send one request, wait
-for the answer and send the next, for a fixed time, over REST (httpx) and gRPC
-(grpc.aio) with a real JPEG. In the same run the bare engine (the same ONNX
+for the answer and send the next, for a fixed time, over REST (a minimal raw
+HTTP client) and gRPC (grpc.aio) with a real JPEG, and over the v2 protocol with
+the stock Triton clients (``tritonclient.http.aio`` and ``tritonclient.grpc.aio``:
+the JPEG as a ``BYTES`` input, the top 5 through the classification extension,
+the same answer as ``/classify?top_k=5``). In the same run the bare engine (the same ONNX
 file in onnxruntime, no server) is measured: best throughput over batch sizes
 1-16, batch-1 latency, and the JPEG's decode + preprocessing time. CPU time is
 accounted too (the server process's from ``/proc`` on Linux, the load client's
@@ -40,6 +43,8 @@ __all__ = [
 ]
 
 MAX_CONCURRENCY = 256
+OWN_PROTOCOLS = ("rest", "grpc")
+V2_PROTOCOLS = ("v2-rest", "v2-grpc")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -250,7 +255,7 @@ async def run_level(
     grpc_target: str,
     server_pid: int | None = None,
 ) -> LevelResult:
-    """One closed-loop level over ``protocol`` (rest or grpc).
+    """One closed-loop level over ``protocol`` (rest, grpc, v2-rest or v2-grpc).
 
     With ``server_pid`` the server's CPU time over the level is recorded too.
     """
@@ -265,6 +270,14 @@ async def run_level(
         if server0 is not None and server1 is not None:
             result.server_cpu_s = server1 - server0
 
+    if protocol in V2_PROTOCOLS:
+        call, close = _v2_call(protocol, concurrency, jpeg, model, url, grpc_target)
+        try:
+            await call()  # connection warm-up
+            await measured(call)
+        finally:
+            await close()
+        return result
     if protocol == "rest":
         clients = [_RawHttpClient(url) for _ in range(concurrency)]
         path = f"/classify?model={model}&top_k=5"
@@ -303,6 +316,50 @@ async def run_level(
         await grpc_call()
         await measured(grpc_call)
     return result
+
+
+def v2_available() -> bool:
+    """Whether the stock Triton clients (the ``dev`` extra) are installed."""
+    try:
+        import tritonclient.grpc.aio
+        import tritonclient.http.aio  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _v2_call(
+    protocol: str, concurrency: int, jpeg: bytes, model: str, url: str, grpc_target: str
+) -> tuple[Callable[[], Awaitable[bool]], Callable[[], Awaitable[None]]]:
+    """A v2 request through tritonclient (and how to close its client)."""
+    import tritonclient.grpc.aio as grpc_client
+    import tritonclient.http.aio as http_client
+    from tritonclient.utils import InferenceServerException
+
+    mod: Any = http_client if protocol == "v2-rest" else grpc_client
+    timeout: dict[str, float] = {}
+    if protocol == "v2-rest":
+        client = http_client.InferenceServerClient(
+            url.split("://", 1)[-1], conn_limit=concurrency, conn_timeout=60.0
+        )
+    else:
+        client = grpc_client.InferenceServerClient(grpc_target)
+        timeout["client_timeout"] = 60.0
+    image = mod.InferInput("image", [1], "BYTES")
+    image.set_data_from_numpy(np.array([jpeg], dtype=object))
+    outputs = [mod.InferRequestedOutput("probabilities", class_count=5)]
+
+    async def call() -> bool:
+        try:
+            await client.infer(model, [image], outputs=outputs, **timeout)
+            return True
+        except InferenceServerException:
+            return False
+
+    async def close() -> None:
+        await client.close()
+
+    return call, close
 
 
 def check_loopback(url: str | None, grpc_target: str | None) -> None:

@@ -195,25 +195,25 @@ class ModelManager:
         return loaded
 
     @staticmethod
-    def admit(loaded: LoadedModel) -> None:
-        """Hold ``loaded`` for one request, or ``ServerBusy`` when it has too many in flight.
+    def admit(loaded: LoadedModel, images: int = 1) -> None:
+        """Hold ``loaded`` for a request of ``images`` images, or ``ServerBusy`` when full.
 
         Counted from arrival (before the body is read or decoded): at most
-        ``max_queue_size + max_batch_size`` requests per model at once.
+        ``max_queue_size + max_batch_size`` images per model at once.
         """
         batching = loaded.manifest.batching
         limit = batching.max_queue_size + batching.max_batch_size
-        if loaded.inflight >= limit:
+        if loaded.inflight + images > limit:
             raise ServerBusy(
                 f"model {loaded.name!r} has {loaded.inflight} requests in flight (the limit is "
                 f"max_queue_size {batching.max_queue_size} + max_batch_size "
                 f"{batching.max_batch_size} = {limit}); retry later"
             )
-        loaded.inflight += 1
+        loaded.inflight += images
 
     @staticmethod
-    def release(model: LoadedModel) -> None:
-        model.inflight -= 1
+    def release(model: LoadedModel, images: int = 1) -> None:
+        model.inflight -= images
 
     def loaded(self) -> dict[str, LoadedModel]:
         return dict(self._models)

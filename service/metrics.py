@@ -2,7 +2,7 @@
 
 Names follow Triton's vocabulary (request counts by outcome, queue vs compute
 time, execution counts) but as seconds-based histograms, so percentiles can be
-computed. Labels: ``model``, ``version``, and ``protocol`` (rest | grpc) where
+computed. Labels: ``model``, ``version``, and ``protocol`` (rest | grpc | v2-rest | v2-grpc) where
 a request is involved. The list is in ``docs/serving.md``.
 """
 

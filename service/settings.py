@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         description="Largest segmentation mask or overlay returned (width x height); larger "
         "images get a mask of the same aspect ratio within this size.",
     )
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Largest v2 inference request (REST body or gRPC message), all images.",
+    )
     max_top_k: int = Field(default=100, ge=1, description="Largest top_k a client may ask for.")
 
     # --- lifecycle -----------------------------------------------------------------------

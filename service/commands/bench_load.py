@@ -12,7 +12,8 @@ def register(subparsers: Any) -> None:
         "bench-load",
         help="load-test the service (REST + gRPC) and compare with the bare engine",
         description="Start the service on loopback (or target --url/--grpc-target), drive "
-        "closed-loop concurrency with a real JPEG over REST and gRPC, and print p50/p90/p99 "
+        "closed-loop concurrency with a real JPEG over REST and gRPC (and the v2 protocol over "
+        "REST and gRPC with the stock tritonclient, when installed), and print p50/p90/p99 "
         "latency and throughput next to the bare engine's best throughput (batch 1-16), its "
         "batch-1 latency and the JPEG's decode time. Without a classification model in the "
         "store, a care_s0 with random weights is exported to a temporary store (needs torch).",
@@ -24,7 +25,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per level")
     parser.add_argument(
-        "--protocols", nargs="+", choices=("rest", "grpc"), default=["rest", "grpc"]
+        "--protocols",
+        nargs="+",
+        choices=("rest", "grpc", "v2-rest", "v2-grpc"),
+        default=None,
+        help="default: rest grpc, plus v2-rest v2-grpc when tritonclient is installed",
     )
     parser.add_argument("--url", default=None, help="a running server's REST URL (loopback)")
     parser.add_argument("--grpc-target", default=None, help="its gRPC host:port (loopback)")
@@ -51,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     if min(args.concurrency) < 1 or not 0 < args.duration <= 120:
         raise ValueError("--concurrency must be >= 1 and --duration in (0, 120] seconds")
     lb.check_loopback(args.url, args.grpc_target)
+    protocols = args.protocols or [
+        *lb.OWN_PROTOCOLS,
+        *(lb.V2_PROTOCOLS if lb.v2_available() else ()),
+    ]
+    if any(p in lb.V2_PROTOCOLS for p in protocols) and not lb.v2_available():
+        raise ValueError("the v2 rows need tritonclient: pip install 'tritonclient[http,grpc]'")
     external = bool(args.url or args.grpc_target)
     if external and not (args.url and args.grpc_target and args.model):
         raise ValueError("with --url give --grpc-target and --model too")
@@ -96,14 +107,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if server is not None:
             server.wait_ready()
-        for protocol in args.protocols:
+        for protocol in protocols:
             for level in args.concurrency:
                 result = asyncio.run(
                     lb.run_level(protocol, level, args.duration, jpeg, name, url, target, pid)
                 )
                 results.append(result)
                 print(
-                    f"  {protocol:4} c={level:<3} {result.throughput:7.1f} req/s  "
+                    f"  {protocol:7} c={level:<3} {result.throughput:7.1f} req/s  "
                     f"p50 {result.pct(50):7.2f} ms  errors {result.errors}",
                     flush=True,
                 )

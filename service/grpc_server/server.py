@@ -1,27 +1,68 @@
-"""The gRPC server: the inference service, the standard health service, reflection."""
+"""The gRPC server: care-serve's own service, the v2 protocol's, health and reflection.
+
+Both inference services share the port. Health reports each by name (and ""), and
+reflection describes all of them: the v2 messages live in their own descriptor pool
+(see ``scripts/gen_protos.py``), so reflection looks there first, then in the default.
+"""
 
 from __future__ import annotations
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from service.grpc_gen.inference import POOL as V2_POOL
+from service.grpc_gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.grpc_server.servicer import InferenceServicer
 from service.inference import DataPlane
+from service.v2.grpc_servicer import SERVICE_NAME as V2_SERVICE_NAME
+from service.v2.grpc_servicer import V2Servicer
 
-__all__ = ["SERVICE_NAME", "GrpcServer"]
+__all__ = ["SERVICE_NAME", "V2_SERVICE_NAME", "GrpcServer"]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
 MAX_MESSAGE_OVERHEAD = 1024 * 1024
+
+
+class _ChainedPool:
+    """The descriptor look-ups reflection makes, tried in several pools in order."""
+
+    def __init__(self, *pools: descriptor_pool.DescriptorPool) -> None:
+        self._pools = pools
+
+    def _first(self, method: str, *args: object) -> object:
+        for pool in self._pools[:-1]:
+            try:
+                return getattr(pool, method)(*args)
+            except KeyError:
+                continue
+        return getattr(self._pools[-1], method)(*args)
+
+    def FindFileByName(self, name: str) -> object:
+        return self._first("FindFileByName", name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> object:
+        return self._first("FindFileContainingSymbol", symbol)
+
+    def FindMessageTypeByName(self, name: str) -> object:
+        return self._first("FindMessageTypeByName", name)
+
+    def FindExtensionByNumber(self, message: object, number: int) -> object:
+        return self._first("FindExtensionByNumber", message, number)
+
+    def FindAllExtensions(self, message: object) -> object:
+        return self._first("FindAllExtensions", message)
 
 
 class GrpcServer:
     """A ``grpc.aio`` server on the data plane's event loop."""
 
     def __init__(self, data_plane: DataPlane, host: str, port: int) -> None:
-        limit = data_plane.settings.max_image_bytes + MAX_MESSAGE_OVERHEAD
+        settings = data_plane.settings
+        limit = max(settings.max_image_bytes, settings.max_request_bytes) + MAX_MESSAGE_OVERHEAD
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
@@ -29,10 +70,13 @@ class GrpcServer:
             ]
         )
         pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(data_plane), self.server)
+        v2_grpc.add_GRPCInferenceServiceServicer_to_server(V2Servicer(data_plane), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            (SERVICE_NAME, V2_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self.server,
+            pool=_ChainedPool(V2_POOL, descriptor_pool.Default()),
         )
         self.port = self.server.add_insecure_port(f"{host}:{port}")
         if self.port == 0:
@@ -49,6 +93,7 @@ class GrpcServer:
         )
         await self.health.set("", status)
         await self.health.set(SERVICE_NAME, status)
+        await self.health.set(V2_SERVICE_NAME, status)
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish for up to ``grace`` seconds."""

@@ -9,6 +9,7 @@ from service.inference import DataPlane
 from service.rest.errors import install_error_handlers
 from service.rest.routers import health, inference, models
 from service.settings import Settings
+from service.v2 import rest as v2_rest
 
 __all__ = ["create_app"]
 
@@ -19,9 +20,10 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
     app = FastAPI(
         title="care-serve",
         version=__version__,
-        description="CARE vision transformers on CPUs: classification (detection and "
-        "segmentation as their models are added). Errors are JSON "
-        '`{"error": {"type", "message"}}`.',
+        description="CARE vision transformers on CPUs: classification, detection and "
+        "segmentation. Errors are JSON "
+        '`{"error": {"type", "message"}}`; under `/v2` (the Open Inference Protocol, '
+        'KServe v2 / Triton) they are the protocol\'s `{"error": "message"}`.',
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
@@ -32,4 +34,5 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
     app.include_router(inference.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(v2_rest.router)
     return app

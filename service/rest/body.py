@@ -8,23 +8,24 @@ from starlette.types import Message
 
 from service.errors import InvalidInput, PayloadTooLarge
 
-__all__ = ["FILE_FIELDS", "read_image_bytes"]
+__all__ = ["FILE_FIELDS", "read_image_bytes", "read_limited"]
 
 FILE_FIELDS = ("file", "image")
 MULTIPART_OVERHEAD = 64 * 1024
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def read_limited(request: Request, limit: int, setting: str = "max_image_bytes") -> bytes:
+    """The whole body, or ``PayloadTooLarge`` naming ``setting`` once it passes ``limit``."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(
-            f"request body is {length} bytes; images are limited to {limit} bytes"
+            f"request body is {length} bytes; the limit is {limit} bytes ({setting})"
         )
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes (max_image_bytes)")
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes ({setting})")
     return bytes(body)
 
 
@@ -32,8 +33,8 @@ async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
     """The image bytes of ``request`` (multipart field ``file``/``image`` or raw body)."""
     content_type = request.headers.get("content-type", "").lower()
     if not content_type.startswith("multipart/form-data"):
-        return await _read_limited(request, max_bytes)
-    body = await _read_limited(request, max_bytes + MULTIPART_OVERHEAD)
+        return await read_limited(request, max_bytes)
+    body = await read_limited(request, max_bytes + MULTIPART_OVERHEAD)
 
     async def replay() -> Message:
         return {"type": "http.request", "body": body, "more_body": False}

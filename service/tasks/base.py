@@ -66,6 +66,11 @@ class Task(ABC):
     def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, PreprocessMeta]:
         """The normalised ``(3, H, W)`` float32 input and how it maps to the image."""
 
+    def tensor_meta(self) -> PreprocessMeta:
+        """The meta of an input that is already at the network's size (nothing to undo)."""
+        w, h = self.manifest.input.width, self.manifest.input.height
+        return PreprocessMeta(w, h, w, h, 1.0, 1.0, 0.0, 0.0)
+
     @abstractmethod
     def postprocess(
         self, outputs: Mapping[str, np.ndarray], meta: PreprocessMeta, params: Any

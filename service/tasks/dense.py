@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.errors import InvalidInput, ModelStoreError
 from service.imaging import DecodedImage
-from service.postprocess.geometry import LetterboxMeta, fit_within, preprocess
+from service.postprocess.geometry import LetterboxMeta, fit_within, make_letterbox_meta, preprocess
 from service.settings import Settings
 from service.store.manifest import Manifest
 from service.tasks.base import Task
@@ -154,3 +154,14 @@ class DenseTask(Task):
             small = src.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
             meta = dataclasses.replace(meta, image=small)
         return array, meta
+
+    def tensor_meta(self) -> DenseMeta:
+        """An identity letterbox: boxes and masks are in network-input pixels.
+
+        There is no original image, so an overlay would be drawn on black.
+        """
+        w, h = self.manifest.input.width, self.manifest.input.height
+        lb = make_letterbox_meta(w, h, w, h)
+        return DenseMeta(
+            w, h, w, h, 1.0, 1.0, 0.0, 0.0, letterbox=lb, image=Image.new("RGB", (w, h))
+        )

@@ -326,7 +326,7 @@ def test_sigterm_drains_and_exits_within_the_grace_period(store: Path) -> None:
     cmd += ["--large-image-pixels", "10000"]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     answers: list[httpx.Response | Exception] = []
-    big = _big_png(3000, 3000)
+    big = _big_png(6000, 6000)  # about 0.5 s of decoding each, one at a time
 
     def send(url: str) -> None:
         try:
@@ -348,7 +348,7 @@ def test_sigterm_drains_and_exits_within_the_grace_period(store: Path) -> None:
         senders = [threading.Thread(target=send, args=(url,)) for _ in range(16)]
         for t in senders:
             t.start()
-        time.sleep(0.5)
+        time.sleep(1.0)  # every request sent and admitted; the large pool has seconds of work
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=15)
