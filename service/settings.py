@@ -118,6 +118,16 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("admin_token")
+    @classmethod
+    def _non_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "admin_token is empty: give a token, or unset CARE_SERVE_ADMIN_TOKEN "
+                "to leave load/unload open"
+            )
+        return value
+
     @field_validator("allowed_image_formats")
     @classmethod
     def _upper(cls, value: list[str]) -> list[str]:

@@ -33,7 +33,10 @@ class GrpcServer:
     """A ``grpc.aio`` server on the data plane's event loop."""
 
     def __init__(self, data_plane: DataPlane, host: str, port: int) -> None:
-        limit = data_plane.settings.max_image_bytes + MAX_MESSAGE_OVERHEAD
+        # Room above the image limit, so an image too large gets the data plane's
+        # INVALID_ARGUMENT naming max_image_bytes rather than gRPC's own RESOURCE_EXHAUSTED
+        # (which means "retry later"); only a message over twice the limit meets the latter.
+        limit = 2 * data_plane.settings.max_image_bytes + MAX_MESSAGE_OVERHEAD
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.inference import DataPlane
 from service.rest.errors import install_error_handlers
+from service.rest.openapi import install_openapi
 from service.rest.routers import health, inference, models
 from service.settings import Settings
 
@@ -21,7 +22,7 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
         version=__version__,
         description="CARE vision transformers on CPUs: classification (detection and "
         "segmentation as their models are added). Errors are JSON "
-        '`{"error": {"type", "message"}}`.',
+        '`{"error": {"type", "message", "request_id"}}`.',
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
@@ -32,4 +33,5 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
     app.include_router(inference.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    install_openapi(app, settings)
     return app

@@ -18,7 +18,11 @@ async def live() -> dict[str, str]:
     return {"status": "live"}
 
 
-@router.get("/health/ready", summary="Start-up loading finished and no model is loading")
+@router.get(
+    "/health/ready",
+    summary="Start-up loading finished and no model is loading",
+    responses={503: {"description": "Not ready (body: status and loaded models)"}},
+)
 async def ready(data_plane: DataPlaneDep) -> JSONResponse:
     ok = data_plane.ready()
     loaded = sorted(data_plane.manager.loaded())
