@@ -30,6 +30,7 @@ from service.errors import (
 from service.imaging import DecodedImage, decode_image
 from service.manager import LoadedModel, ModelManager
 from service.metrics import ServingMetrics
+from service.request_context import note_model
 from service.settings import Settings
 from service.tasks.preprocess import PreprocessMeta
 
@@ -102,6 +103,7 @@ class DataPlane:
             self.metrics.requests.labels("", "", protocol, outcome_of(exc)).inc()
             raise
         labels = (handle.name, str(handle.version), protocol)
+        note_model(handle.name, handle.version)  # for the access log line
         try:
             result = await self._run(handle, data, params or {}, timeout_s, started, labels)
         except CareServeError as exc:

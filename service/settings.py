@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text or as one JSON object per line."
+    )
+    access_log: bool = Field(
+        default=True,
+        description="One line per request (logger care_serve.access): request id, method and "
+        "path or RPC, model, version, protocol, status, latency.",
+    )
 
     @field_validator("models", "allowed_image_formats", mode="before")
     @classmethod

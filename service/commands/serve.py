@@ -64,7 +64,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def run(args: argparse.Namespace) -> int:
     """Start the service and block until SIGINT/SIGTERM."""
     import asyncio
-    import logging
 
     from pydantic import ValidationError
 
@@ -73,11 +72,10 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"invalid settings: {problems}") from None
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from service.log_config import configure_logging
     from service.server import ServingStack
+
+    configure_logging(settings)
 
     asyncio.run(ServingStack(settings).serve_forever())
     return 0

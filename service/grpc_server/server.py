@@ -9,6 +9,7 @@ from grpc_reflection.v1alpha import reflection
 from service.errors import PortInUse
 from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from service.grpc_server.access import AccessLogInterceptor
 from service.grpc_server.servicer import InferenceServicer
 from service.inference import DataPlane
 
@@ -38,12 +39,13 @@ class GrpcServer:
         # (which means "retry later"); only a message over twice the limit meets the latter.
         limit = 2 * data_plane.settings.max_image_bytes + MAX_MESSAGE_OVERHEAD
         self.server = grpc.aio.server(
+            interceptors=[AccessLogInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 # gRPC sets SO_REUSEPORT by default: two servers would split the calls.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(data_plane), self.server)
         self.health = health.aio.HealthServicer()

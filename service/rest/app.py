@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.inference import DataPlane
+from service.rest.access import AccessLogMiddleware
 from service.rest.errors import install_error_handlers
 from service.rest.openapi import install_openapi
 from service.rest.routers import health, inference, models
@@ -34,4 +35,5 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     install_openapi(app, settings)
+    app.add_middleware(AccessLogMiddleware)
     return app

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import CareServeError, ModelNotReady, ServerBusy, Unauthorized
+from service.request_context import current_request_id
 from service.store.manifest import validate_model_name, validate_version
 
 __all__ = ["error_response", "install_error_handlers"]
@@ -38,9 +39,12 @@ def error_response(
         headers["Retry-After"] = str(ServerBusy.retry_after_s)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="care-serve"'
-    return JSONResponse(
-        {"error": {"type": kind, "message": message}}, status_code=status, headers=headers
-    )
+    error: dict[str, str | None] = {"type": kind, "message": message}
+    request_id = current_request_id()
+    if request_id is not None:
+        error["request_id"] = request_id
+        headers["X-Request-Id"] = request_id
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 async def _care_error(request: Request, exc: Exception) -> JSONResponse:
