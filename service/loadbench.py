@@ -305,6 +305,15 @@ async def run_level(
     return result
 
 
+def list_models(url: str) -> list[dict[str, Any]]:
+    """The ``GET /models`` listing of a running server."""
+    import httpx
+
+    response = httpx.get(f"{url}/models", timeout=10)
+    response.raise_for_status()
+    return list(response.json()["models"])
+
+
 def check_loopback(url: str | None, grpc_target: str | None) -> None:
     """Refuse to load anything but this machine."""
     from urllib.parse import urlparse

@@ -20,11 +20,23 @@ def _option(name: str) -> str:
     return "--" + FLAG_ALIASES.get(name, name).replace("_", "-")
 
 
+def _shown_default(value: Any) -> str:
+    """A ``Settings`` default as the command line would spell it."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) or "empty"
+    return str(value).replace("%", "%%")
+
+
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
     """One option per ``Settings`` field (default None: unset options leave env/defaults)."""
     for name, field in Settings.model_fields.items():
         env = f"CARE_SERVE_{name.upper()}"
-        help_text = f"{field.description} [env {env}]"
+        default = _shown_default(field.get_default(call_default_factory=True))
+        help_text = f"{field.description} (default: {default}) [env {env}]"
         annotation = field.annotation
         args = typing.get_args(annotation)
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
