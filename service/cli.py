@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "info",
     "bench",
     "bench_load",
+    "soak",
     "generate",
     "train",
     "evaluate",

@@ -196,7 +196,7 @@ async def _closed_loop(
     result.seconds = loop.time() - started
 
 
-class _RawHttpClient:
+class RawHttpClient:
     """A minimal keep-alive HTTP/1.1 client on asyncio streams.
 
     The benchmark measures the server, so the client must cost as little CPU as
@@ -266,9 +266,9 @@ async def run_level(
             result.server_cpu_s = server1 - server0
 
     if protocol == "rest":
-        clients = [_RawHttpClient(url) for _ in range(concurrency)]
+        clients = [RawHttpClient(url) for _ in range(concurrency)]
         path = f"/classify?model={model}&top_k=5"
-        pool: asyncio.Queue[_RawHttpClient] = asyncio.Queue()
+        pool: asyncio.Queue[RawHttpClient] = asyncio.Queue()
         for client in clients:
             pool.put_nowait(client)
 
