@@ -7,7 +7,9 @@ takes the oldest request and collects more until the batch holds
 the model's worker thread so the event loop stays free; outputs are split
 back, their count checked, and every future answered. Requests whose deadline
 passed while queued are dropped from the batch and answered with
-``DeadlineExceeded``; a full queue refuses new requests at once (``ServerBusy``);
+``DeadlineExceeded``; a full batcher (``max_queue_size`` queued beyond the
+``max_batch_size`` running, the same bound as the data plane's admission)
+refuses new requests at once (``ServerBusy``);
 if the batch task itself crashes, every pending future fails and the task
 restarts. Model code never knows batching exists.
 """
@@ -83,6 +85,7 @@ class DynamicBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._executing = 0
+        self._executing_items = 0
         self._max_delay = config.max_queue_delay_ms / 1000.0
         self._preferred = frozenset(config.preferred_batch_sizes)
 
@@ -115,12 +118,15 @@ class DynamicBatcher:
         now = loop.time()
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded(f"the request deadline passed before {self.name} queued it")
-        if len(self._queue) >= self.config.max_queue_size:
+        capacity = self.config.max_queue_size + self.config.max_batch_size
+        if len(self._queue) + self._executing_items >= capacity:
             self._prune(now)
-            if len(self._queue) >= self.config.max_queue_size:
+            if len(self._queue) + self._executing_items >= capacity:
                 raise ServerBusy(
-                    f"model {self.name} has {len(self._queue)} requests queued (max_queue_size "
-                    f"{self.config.max_queue_size}); retry later"
+                    f"model {self.name} has {len(self._queue)} requests queued and "
+                    f"{self._executing_items} running (max_queue_size "
+                    f"{self.config.max_queue_size} + max_batch_size "
+                    f"{self.config.max_batch_size}); retry later"
                 )
         future: asyncio.Future[tuple[Outputs, BatchTiming]] = loop.create_future()
         self._queue.append(_Item(array, future, now, deadline))
@@ -242,6 +248,7 @@ class DynamicBatcher:
         n = len(batch)
         started = self._loop.time()
         self._executing += 1
+        self._executing_items += n
         try:
             outputs = await self._loop.run_in_executor(
                 self._executor, self._run_batch, [it.array for it in batch]
@@ -269,6 +276,7 @@ class DynamicBatcher:
             return
         finally:
             self._executing -= 1
+            self._executing_items -= n
         compute = self._loop.time() - started
         if self._on_batch is not None:
             self._on_batch(n, compute)

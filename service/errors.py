@@ -63,6 +63,10 @@ class ModelNotReady(CareServeError):
     grpc_code = "UNAVAILABLE"
 
 
+class ShuttingDown(ModelNotReady):
+    """The server is draining for shutdown; the client should retry on another replica."""
+
+
 class ServerBusy(CareServeError):
     """A model's request queue is full; the client should retry later."""
 

@@ -1,42 +1,83 @@
 """Decoding untrusted image bytes into an RGB Pillow image, with limits.
 
-Checks, in order: empty body, byte limit, a recognised and allowed format
-(header only), the pixel limit (width x height from the header, before any
-pixel is decoded: decompression bombs never get decoded), then a full decode
-that fails on truncated data (``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False).
-EXIF orientation is applied; 16-bit, CMYK, palette, RGBA/LA and grayscale
-images are converted to 8-bit RGB (alpha is dropped, as the timm/torchvision
-ImageNet loader does with ``convert("RGB")``).
+Two stages, so the caller can route big images before paying for their pixels:
+
+- ``probe_image`` reads the header only: empty body, byte limit, a recognised
+  and allowed format, the pixel limit (width x height before any pixel is
+  decoded: decompression bombs never get decoded).
+- ``load_image`` decodes (failing on truncated data: ``LOAD_TRUNCATED_IMAGES``
+  stays False), applies the EXIF orientation and converts 16-bit, CMYK, palette,
+  RGBA/LA and grayscale images to 8-bit RGB (alpha is dropped, as the
+  timm/torchvision ImageNet loader does with ``convert("RGB")``). With
+  ``reduce_to``, a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8
+  scale by the codec itself (DCT scaling), never below ``reduce_to``.
+
+The bytes come from clients, so *any* exception Pillow raises on them (it raises
+``TypeError``, ``SyntaxError``, ``struct.error``... on crafted files) is a bad
+image: a 400 that names the stage, never a 500.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from service.errors import InvalidInput, PayloadTooLarge
+from service.errors import CareServeError, InvalidInput, PayloadTooLarge
 
-__all__ = ["DecodedImage", "configure_pillow", "decode_image", "to_rgb"]
+__all__ = [
+    "DecodedImage",
+    "ImageProbe",
+    "configure_pillow",
+    "decode_image",
+    "load_image",
+    "probe_image",
+    "to_rgb",
+]
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+ORIENTATION_TAG = 0x0112
+_TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_MAX_DETAIL = 160  # characters of a decoder's own message shown to the client
+T = TypeVar("T")
 
 
 def configure_pillow(max_image_pixels: int) -> None:
-    """Set Pillow's own decompression-bomb guard (a second line behind ``decode_image``)."""
+    """Set Pillow's own decompression-bomb guard (a second line behind ``probe_image``)."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     Image.MAX_IMAGE_PIXELS = max_image_pixels
-    # decode_image enforces the exact limit itself; Pillow's warning would only be noise.
+    # probe_image enforces the exact limit itself; Pillow's warnings would only be noise.
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\..*")
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    """An image whose header was read and checked; no pixel decoded yet."""
+
+    image: Image.Image
+    format: str
+    mode: str
+    width: int  # as displayed (after EXIF orientation)
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An RGB image plus what the client sent."""
+    """An RGB image plus what the client sent.
+
+    ``width`` and ``height`` are the size the client sent (after EXIF orientation);
+    ``image`` is that size, or smaller when it was decoded at reduced scale.
+    """
 
     image: Image.Image
     format: str
@@ -65,28 +106,47 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-ORIENTATION_TAG = 0x0112
+def _orientation(image: Image.Image) -> int:
+    value = image.getexif().get(ORIENTATION_TAG, 1)
+    return value if isinstance(value, int) else 1
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
     """The image as displayed: EXIF orientation applied (no copy when there is none)."""
-    if image.getexif().get(ORIENTATION_TAG, 1) in (0, 1):
+    if _orientation(image) in (0, 1):
         return image
     return ImageOps.exif_transpose(image) or image
 
 
-def _too_many_pixels(max_pixels: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"image has more than {max_pixels} pixels (max_image_pixels)")
+def _detail(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
 
 
-def decode_image(
+def _guarded(what: str, step: Callable[[], T]) -> T:
+    """Run one decoding step; whatever the decoder raises becomes a client error."""
+    try:
+        return step()
+    except CareServeError:
+        raise
+    except Image.DecompressionBombError:
+        raise PayloadTooLarge(
+            f"{what}: the image has more pixels than allowed (max_image_pixels)"
+        ) from None
+    except MemoryError:
+        raise PayloadTooLarge(f"{what}: the image needs more memory than is available") from None
+    except Exception as exc:  # untrusted bytes: every decoder failure is the file's fault
+        raise InvalidInput(f"{what} ({type(exc).__name__}: {_detail(exc)})") from None
+
+
+def probe_image(
     data: bytes,
     *,
     max_bytes: int,
     max_pixels: int,
     allowed_formats: Sequence[str] | None = None,
-) -> DecodedImage:
-    """Decode ``data`` into an RGB image or raise ``InvalidInput`` / ``PayloadTooLarge``."""
+) -> ImageProbe:
+    """Check ``data``'s size, format and header; ``InvalidInput`` / ``PayloadTooLarge``."""
     if not data:
         raise InvalidInput(
             "empty request: send the image bytes as the request body or as the multipart "
@@ -108,8 +168,10 @@ def decode_image(
         raise PayloadTooLarge(
             f"image has more than {max_pixels} pixels (max_image_pixels)"
         ) from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidInput(f"cannot read the image header: {exc}") from None
+    except Exception as exc:
+        raise InvalidInput(
+            f"cannot read the image header ({type(exc).__name__}: {_detail(exc)})"
+        ) from None
     width, height = image.size
     if width <= 0 or height <= 0:
         raise InvalidInput(f"image has an empty size ({width}x{height})")
@@ -119,26 +181,50 @@ def decode_image(
             "pixels (max_image_pixels)"
         )
     fmt = image.format or "unknown"
-    mode = image.mode
-    try:
-        image.load()
-    except Image.DecompressionBombError:
-        raise PayloadTooLarge(
-            f"image has more than {max_pixels} pixels (max_image_pixels)"
-        ) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InvalidInput(
-            f"the {fmt} image is truncated or corrupt and cannot be decoded ({exc})"
-        ) from None
-    try:
-        oriented = _apply_orientation(image)
-        rgb = to_rgb(oriented)
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(
-            f"cannot convert the {fmt} image (mode {mode}) to RGB ({exc}); send an RGB, "
-            "grayscale, palette, CMYK or 16-bit image"
-        ) from None
-    # The size after EXIF orientation: the frame that dense results (boxes, masks) are in.
-    return DecodedImage(
-        image=rgb, format=fmt, original_mode=mode, width=rgb.width, height=rgb.height
+    orientation = _guarded(
+        f"cannot read the EXIF data of the {fmt} image", lambda: _orientation(image)
     )
+    if orientation in _TRANSPOSED_ORIENTATIONS:
+        width, height = height, width
+    return ImageProbe(image=image, format=fmt, mode=image.mode, width=width, height=height)
+
+
+def _reduce(image: Image.Image, reduce_to: tuple[int, int], transposed: bool) -> None:
+    """Let the JPEG codec decode at the smallest 1/2^k scale that is at least ``reduce_to``."""
+    want_w, want_h = reduce_to
+    if transposed:
+        want_w, want_h = want_h, want_w
+    if image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
+        image.draft(image.mode, (max(1, want_w), max(1, want_h)))
+
+
+def load_image(probe: ImageProbe, *, reduce_to: tuple[int, int] | None = None) -> DecodedImage:
+    """Decode a probed image to RGB (``reduce_to``: the smallest displayed size needed)."""
+    image, fmt = probe.image, probe.format
+    if reduce_to is not None:
+        transposed = (probe.width, probe.height) != image.size
+        _guarded(f"cannot decode the {fmt} image", lambda: _reduce(image, reduce_to, transposed))
+    _guarded(f"the {fmt} image is truncated or corrupt and cannot be decoded", lambda: image.load())
+    rgb = _guarded(
+        f"cannot convert the {fmt} image (mode {probe.mode}) to RGB; send an RGB, grayscale, "
+        "palette, CMYK or 16-bit image",
+        lambda: to_rgb(_apply_orientation(image)),
+    )
+    return DecodedImage(
+        image=rgb, format=fmt, original_mode=probe.mode, width=probe.width, height=probe.height
+    )
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    allowed_formats: Sequence[str] | None = None,
+    reduce_to: tuple[int, int] | None = None,
+) -> DecodedImage:
+    """``probe_image`` then ``load_image``: ``data`` as RGB, or ``InvalidInput``."""
+    probe = probe_image(
+        data, max_bytes=max_bytes, max_pixels=max_pixels, allowed_formats=allowed_formats
+    )
+    return load_image(probe, reduce_to=reduce_to)

@@ -2,7 +2,26 @@
 
 REST and gRPC only parse their request, call ``DataPlane.infer`` (or the model
 operations) and convert the result or the ``CareServeError``; model lookup,
-decoding, preprocessing, batching, post-processing and metrics all happen here.
+admission, decoding, preprocessing, batching, post-processing and metrics all
+happen here.
+
+A request's life, each stage bounded by the request deadline:
+
+1. **admission** (``ModelManager.acquire``): the model admits at most
+   ``max_queue_size + max_batch_size`` requests at once, counted from the moment
+   a request arrives (before its body is read), else ``ServerBusy`` (503 +
+   ``Retry-After`` / RESOURCE_EXHAUSTED);
+2. **read** the body (REST passes a reader, so a slow upload counts as admitted);
+3. **decode + preprocess** in the ``small`` pool, or in the one-thread ``large``
+   pool for images over ``large_image_pixels`` (``service.workers``);
+4. **queue + compute** in the model's dynamic batcher;
+5. **post-process** (inline for cheap tasks, else in the pool of its size).
+
+A stage that outlives the deadline answers ``DeadlineExceeded`` at once (work
+already running in a thread finishes there and is dropped). During shutdown
+new requests get ``ShuttingDown``, and ``abort_inflight`` answers the ones
+still running when the grace period ends (503 / UNAVAILABLE, never a cut
+connection).
 """
 
 from __future__ import annotations
@@ -10,10 +29,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Mapping
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -25,16 +43,21 @@ from service.errors import (
     ModelNotReady,
     NotFound,
     ServerBusy,
+    ShuttingDown,
     Unauthorized,
 )
-from service.imaging import DecodedImage, decode_image
+from service.imaging import DecodedImage, ImageProbe, load_image, probe_image
 from service.manager import LoadedModel, ModelManager
 from service.metrics import ServingMetrics
 from service.request_context import note_model
 from service.settings import Settings
 from service.tasks.preprocess import PreprocessMeta
+from service.workers import WorkerPools
 
-__all__ = ["DataPlane", "InferenceResult", "outcome_of"]
+__all__ = ["BodyReader", "DataPlane", "InferenceResult", "outcome_of"]
+
+T = TypeVar("T")
+BodyReader = Callable[[], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -49,6 +72,16 @@ class InferenceResult:
     image_height: int
     batch_size: int
     timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    image: DecodedImage
+    array: np.ndarray
+    meta: PreprocessMeta
+    decode_s: float
+    preprocess_s: float
+    large: bool
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -74,18 +107,36 @@ class DataPlane:
         settings: Settings,
         manager: ModelManager,
         metrics: ServingMetrics,
-        preprocess_executor: Executor,
+        pools: WorkerPools,
     ) -> None:
         self.settings = settings
         self.manager = manager
         self.metrics = metrics
-        self._executor = preprocess_executor
+        self.pools = pools
+        self.draining = False
+        self.inflight = 0
+        self._abort: asyncio.Future[None] | None = None
+
+    # -- shutdown ------------------------------------------------------------------------
+    def start_draining(self) -> None:
+        """Refuse new requests with ``ShuttingDown``; running ones go on."""
+        self.draining = True
+
+    def abort_inflight(self) -> None:
+        """Answer every request still running with ``ShuttingDown`` (grace period over)."""
+        if self._abort is not None and not self._abort.done():
+            self._abort.set_result(None)
+
+    def _abort_future(self) -> asyncio.Future[None]:
+        if self._abort is None:
+            self._abort = asyncio.get_running_loop().create_future()
+        return self._abort
 
     # -- inference -----------------------------------------------------------------------
     async def infer(
         self,
         task: str,
-        data: bytes,
+        data: bytes | BodyReader,
         *,
         model: str | None = None,
         version: int | str | None = None,
@@ -93,17 +144,28 @@ class DataPlane:
         protocol: str = "rest",
         timeout_s: float | None = None,
     ) -> InferenceResult:
-        """Run one image through ``model`` (default: the task's default model)."""
+        """Run one image through ``model`` (default: the task's default model).
+
+        ``data`` is the encoded image, or a coroutine function that reads it (REST
+        passes its body reader, so the request is admitted before its upload).
+        """
         loop = asyncio.get_running_loop()
         started = loop.time()
-        labels: tuple[str, str, str] | None = None
         try:
-            handle = self.manager.acquire(task, model, version)
+            if self.draining:
+                raise ShuttingDown("the server is shutting down; retry on another replica")
+            handle = self.manager.lookup(task, model, version)
         except CareServeError as exc:
             self.metrics.requests.labels("", "", protocol, outcome_of(exc)).inc()
             raise
         labels = (handle.name, str(handle.version), protocol)
         note_model(handle.name, handle.version)  # for the access log line
+        try:
+            self.manager.admit(handle)
+        except ServerBusy as exc:
+            self.metrics.requests.labels(*labels, outcome_of(exc)).inc()
+            raise
+        self.inflight += 1
         try:
             result = await self._run(handle, data, params or {}, timeout_s, started, labels)
         except CareServeError as exc:
@@ -113,24 +175,44 @@ class DataPlane:
             self.metrics.requests.labels(*labels, "error").inc()
             raise
         finally:
+            self.inflight -= 1
             self.manager.release(handle)
         self.metrics.requests.labels(*labels, "success").inc()
         self.metrics.request_duration.labels(*labels).observe(loop.time() - started)
         return result
 
-    def _deadline(self, handle: LoadedModel, started: float, timeout_s: float | None) -> float:
+    def _limit_s(self, handle: LoadedModel, timeout_s: float | None) -> float:
         default = handle.manifest.batching.request_timeout_ms
         limit = default / 1000.0 if default is not None else self.settings.request_timeout_s
         if timeout_s is not None:
             if not timeout_s > 0:
                 raise InvalidInput(f"the request timeout must be positive, got {timeout_s}")
             limit = min(limit, timeout_s)
-        return started + limit
+        return limit
+
+    async def _stage(self, stage: str, work: Awaitable[T], deadline: float, limit: float) -> T:
+        """Await ``work`` until ``deadline``; ``DeadlineExceeded`` / ``ShuttingDown`` after."""
+        future = asyncio.ensure_future(work)
+        remaining = deadline - asyncio.get_running_loop().time()
+        abort = self._abort_future()
+        if remaining > 0 and not abort.done():
+            await asyncio.wait((future, abort), timeout=remaining, return_when="FIRST_COMPLETED")
+        if future.done():
+            return future.result()
+        future.cancel()
+        if abort.done():
+            raise ShuttingDown(
+                "the server shut down before the request finished; retry on another replica"
+            )
+        raise DeadlineExceeded(
+            f"the request deadline ({limit:.3g} s) passed during {stage}; send a smaller "
+            "image, raise the deadline (X-Request-Timeout-Ms / the gRPC deadline) or retry"
+        )
 
     async def _run(
         self,
         handle: LoadedModel,
-        data: bytes,
+        data: bytes | BodyReader,
         params: Mapping[str, Any],
         timeout_s: float | None,
         started: float,
@@ -138,24 +220,42 @@ class DataPlane:
     ) -> InferenceResult:
         loop = asyncio.get_running_loop()
         parsed = handle.task.parse_params(params)
-        deadline = self._deadline(handle, started, timeout_s)
-        image, array, meta, decode_s, pre_s = await loop.run_in_executor(
-            self._executor, self._prepare, handle, data
+        limit = self._limit_s(handle, timeout_s)
+        deadline = started + limit
+        if not isinstance(data, bytes):
+            data = await self._stage("the upload", data(), deadline, limit)
+        prepared = await self._stage(
+            "decoding", self._prepare(handle, data, deadline), deadline, limit
         )
-        self.metrics.preprocess_duration.labels(*labels).observe(decode_s + pre_s)
-        outputs, timing = await handle.batcher.submit(array, deadline)
+        self.metrics.preprocess_duration.labels(*labels).observe(
+            prepared.decode_s + prepared.preprocess_s
+        )
+        outputs, timing = await self._stage(
+            "queueing and compute",
+            handle.batcher.submit(prepared.array, deadline),
+            deadline,
+            limit,
+        )
         self.metrics.queue_duration.labels(*labels).observe(timing.queue_s)
         self.metrics.compute_duration.labels(*labels).observe(timing.compute_s)
-        # Off the event loop: dense post-processing (mask resizing, PNG encoding, overlays)
-        # takes milliseconds to a second and would stall every other request.
-        result, post_s = await loop.run_in_executor(
-            self._executor, self._postprocess, handle, outputs, meta, parsed
-        )
+        if handle.task.cheap_postprocess:
+            result, post_s = self._postprocess(handle, outputs, prepared.meta, parsed)
+        else:
+            pool = self.pools.large if prepared.large else self.pools.small
+            job = self.pools.trimmed if prepared.large else _call
+            result, post_s = await self._stage(
+                "post-processing",
+                loop.run_in_executor(
+                    pool, job, self._postprocess, handle, outputs, prepared.meta, parsed
+                ),
+                deadline,
+                limit,
+            )
         self.metrics.postprocess_duration.labels(*labels).observe(post_s)
         total = loop.time() - started
         ms = {
-            "decode": decode_s,
-            "preprocess": pre_s,
+            "decode": prepared.decode_s,
+            "preprocess": prepared.preprocess_s,
             "queue": timing.queue_s,
             "compute": timing.compute_s,
             "postprocess": post_s,
@@ -166,8 +266,8 @@ class DataPlane:
             version=handle.version,
             task=handle.manifest.task,
             result=result,
-            image_width=image.width,
-            image_height=image.height,
+            image_width=prepared.image.width,
+            image_height=prepared.image.height,
             batch_size=timing.batch_size,
             timings_ms={k: round(v * 1000.0, 3) for k, v in ms.items()},
         )
@@ -180,19 +280,52 @@ class DataPlane:
         result = handle.task.postprocess(outputs, meta, params)
         return result, time.perf_counter() - start
 
-    def _prepare(
-        self, handle: LoadedModel, data: bytes
-    ) -> tuple[DecodedImage, np.ndarray, PreprocessMeta, float, float]:
+    async def _prepare(self, handle: LoadedModel, data: bytes, deadline: float) -> _Prepared:
+        """Probe in the small pool; finish there, or in the large pool for a big image."""
+        loop = asyncio.get_running_loop()
+        first = await loop.run_in_executor(
+            self.pools.small, self._probe_and_maybe_decode, handle, data, deadline
+        )
+        if isinstance(first, _Prepared):
+            return first
+        probe, probe_s = first
+        return await loop.run_in_executor(
+            self.pools.large, self.pools.trimmed, self._decode, handle, probe, probe_s, deadline
+        )
+
+    def _probe_and_maybe_decode(
+        self, handle: LoadedModel, data: bytes, deadline: float
+    ) -> _Prepared | tuple[ImageProbe, float]:
+        _check_deadline(deadline)
         t0 = time.perf_counter()
-        image = decode_image(
+        probe = probe_image(
             data,
             max_bytes=self.settings.max_image_bytes,
             max_pixels=self.settings.max_image_pixels,
             allowed_formats=self.settings.allowed_image_formats,
         )
+        probe_s = time.perf_counter() - t0
+        if self.pools.is_large(probe.pixels):
+            return probe, probe_s
+        return self._decode(handle, probe, probe_s, deadline)
+
+    def _decode(
+        self, handle: LoadedModel, probe: ImageProbe, probe_s: float, deadline: float
+    ) -> _Prepared:
+        _check_deadline(deadline)
+        t0 = time.perf_counter()
+        reduce_to = handle.task.decode_size(probe.width, probe.height)
+        image = load_image(probe, reduce_to=reduce_to if self.settings.reduced_decode else None)
         t1 = time.perf_counter()
         array, meta = handle.task.preprocess(image)
-        return image, array, meta, t1 - t0, time.perf_counter() - t1
+        return _Prepared(
+            image,
+            array,
+            meta,
+            probe_s + t1 - t0,
+            time.perf_counter() - t1,
+            self.pools.is_large(probe.pixels),
+        )
 
     # -- model operations ----------------------------------------------------------------
     def check_admin(self, authorization: str | None) -> None:
@@ -226,4 +359,14 @@ class DataPlane:
         return self.manager.describe(name)
 
     def ready(self) -> bool:
-        return self.manager.ready()
+        return not self.draining and self.manager.ready()
+
+
+def _call(fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args)
+
+
+def _check_deadline(deadline: float) -> None:
+    """In a worker thread: skip work whose deadline already passed while it waited."""
+    if time.monotonic() >= deadline:
+        raise DeadlineExceeded("the request deadline passed while it waited for a worker")

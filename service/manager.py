@@ -30,6 +30,7 @@ from service.errors import (
     ModelNotReady,
     ModelStoreError,
     NotFound,
+    ServerBusy,
 )
 from service.metrics import ServingMetrics
 from service.redaction import redact_paths, redact_values
@@ -86,6 +87,9 @@ class ModelManager:
         # Caps the intra-op threads computing at once, across all models, to the cores.
         self.core_budget = CoreBudget(cpu_count())
         self._started = False
+        # Models that should be serving: the start-up targets and what was loaded since,
+        # minus what was unloaded. Strict readiness needs every one of them serving.
+        self._wanted: set[str] = set()
 
     # -- start-up ------------------------------------------------------------------------
     def startup_targets(self) -> list[tuple[str, int | None]]:
@@ -102,23 +106,42 @@ class ModelManager:
         return list(targets.items())
 
     async def start(self) -> list[str]:
-        """Load the start-up models; return one human-readable line per model."""
+        """Load the start-up models; return one human-readable line per model.
+
+        A model named without a version whose newest version fails to load falls
+        back to the newest one that loads (and the line says so); a model none of
+        whose versions loads keeps the server not ready under strict readiness.
+        """
         targets = self.startup_targets()
         self._threads = self.settings.threads_per_model(len(targets))
+        self._wanted.update(name for name, _ in targets)
         lines = []
         if not targets:
             lines.append(f"no models to load: the model store {self.repository.root} is empty")
         for name, version in targets:
-            try:
-                loaded = await self.load(name, version)
-                lines.append(
-                    f"loaded {name}/{loaded.version} ({loaded.manifest.task}, "
-                    f"{loaded.backend.name}) in {loaded.load_seconds:.2f} s"
-                )
-            except CareServeError as exc:
-                lines.append(f"FAILED {name}: {exc.message}")
+            lines.append(await self._start_one(name, version))
         self._started = True
         return lines
+
+    async def _start_one(self, name: str, version: int | None) -> str:
+        candidates: list[int | None] = [version]
+        if version is None:
+            candidates = [*sorted(self.repository.versions(name), reverse=True)] or [None]
+        failures: list[str] = []
+        for candidate in candidates:
+            try:
+                loaded = await self.load(name, candidate)
+            except CareServeError as exc:
+                failures.append(f"{name}/{candidate or '?'}: {exc.message}")
+                continue
+            line = (
+                f"loaded {name}/{loaded.version} ({loaded.manifest.task}, "
+                f"{loaded.backend.name}) in {loaded.load_seconds:.2f} s"
+            )
+            if failures:
+                line = f"FALLBACK {line}, because " + "; ".join(failures)
+            return line
+        return "FAILED " + "; ".join(failures)
 
     # -- lookup --------------------------------------------------------------------------
     def default_model(self, task: str) -> str:
@@ -139,7 +162,13 @@ class ModelManager:
         )
 
     def acquire(self, task: str, name: str | None, version: int | str | None) -> LoadedModel:
-        """The serving version of ``name`` (or the task's default) for one request."""
+        """``lookup`` then ``admit``: the serving version, held for one request."""
+        loaded = self.lookup(task, name, version)
+        self.admit(loaded)
+        return loaded
+
+    def lookup(self, task: str, name: str | None, version: int | str | None) -> LoadedModel:
+        """The serving version of ``name`` (or the task's default) for ``task``."""
         get_task_class(task)  # NotSupported when this build has no such task
         name = self.default_model(task) if not name else check_name(name)
         wanted = None if version in (None, "", 0) else check_version(version)
@@ -164,8 +193,24 @@ class ModelManager:
                 f"model {name!r} is a {loaded.manifest.task} model; it cannot serve {task} "
                 f"(use /{_ROUTE[loaded.manifest.task]})"
             )
-        loaded.inflight += 1
         return loaded
+
+    @staticmethod
+    def admit(loaded: LoadedModel) -> None:
+        """Hold ``loaded`` for one request, or ``ServerBusy`` when it has too many in flight.
+
+        Counted from arrival (before the body is read or decoded): at most
+        ``max_queue_size + max_batch_size`` requests per model at once.
+        """
+        batching = loaded.manifest.batching
+        limit = batching.max_queue_size + batching.max_batch_size
+        if loaded.inflight >= limit:
+            raise ServerBusy(
+                f"model {loaded.name!r} has {loaded.inflight} requests in flight (the limit is "
+                f"max_queue_size {batching.max_queue_size} + max_batch_size "
+                f"{batching.max_batch_size} = {limit}); retry later"
+            )
+        loaded.inflight += 1
 
     @staticmethod
     def release(model: LoadedModel) -> None:
@@ -203,6 +248,7 @@ class ModelManager:
                 self._loading.pop(name, None)
             old = self._models.get(name)
             self._models[name] = new  # the atomic swap: new requests see only `new`
+            self._wanted.add(name)
             self._errors.pop(name, None)
             self.metrics.model_ready.labels(name, str(new.version)).set(1)
             log.info(
@@ -231,31 +277,39 @@ class ModelManager:
             old = self._models.pop(name, None)
             if old is None:
                 raise NotFound(f"model {name!r} is not loaded")
+            self._wanted.discard(name)
             self._errors.pop(name, None)
             await self._retire(old)
             return old
 
     async def close(self) -> None:
-        """Unload everything (server shutdown)."""
+        """Unload everything at once (server shutdown: the data plane has answered every
+        request already, so nothing is waited for; a batch still running in a backend
+        thread finishes there)."""
         for name in list(self._models):
-            await self.unload(name)
+            model = self._models.pop(name)
+            await self._retire(model, drain_s=0.0)
+        self._wanted.clear()
 
-    async def _retire(self, model: LoadedModel) -> None:
+    async def _retire(self, model: LoadedModel, drain_s: float | None = None) -> None:
+        """Stop ``model`` after its requests finish (at most ``drain_s``, default the
+        ``drain_timeout_s`` setting), then free it."""
+        drain = self.settings.drain_timeout_s if drain_s is None else drain_s
         model.state = "unloading"
         loop = asyncio.get_running_loop()
-        end = loop.time() + self.settings.drain_timeout_s
+        end = loop.time() + drain
         while (model.inflight > 0 or not model.batcher.idle) and loop.time() < end:
             await asyncio.sleep(0.005)
-        if model.inflight > 0:
+        if model.inflight > 0 and drain > 0:
             log.warning(
                 "%s/%s: %d requests still running after %.0f s; closing anyway",
                 model.name,
                 model.version,
                 model.inflight,
-                self.settings.drain_timeout_s,
+                drain,
             )
         await model.batcher.close()
-        model.executor.shutdown(wait=True)
+        model.executor.shutdown(wait=drain > 0)
         model.backend.close()
         model.state = "unloaded"
         labels = (model.name, str(model.version))
@@ -388,8 +442,17 @@ class ModelManager:
         return [self.describe(n) for n in names]
 
     def ready(self) -> bool:
-        """True once start-up loading finished and no model is loading."""
-        return self._started and not self._loading
+        """Start-up loading finished and (strict readiness) every wanted model is serving.
+
+        A reload never flips it: the old version serves until the new one is swapped in.
+        """
+        if not self._started:
+            return False
+        return not self.settings.strict_readiness or self._wanted.issubset(self._models)
+
+    def not_serving(self) -> list[str]:
+        """Models that should be serving but are not (why readiness is false)."""
+        return sorted(self._wanted.difference(self._models))
 
 
 _ROUTE = {

@@ -1,9 +1,12 @@
 """Wiring: store -> manager -> data plane -> REST and gRPC servers, one event loop.
 
 Both servers share one ``DataPlane`` (and so one set of batchers and metrics).
-Shutdown (SIGINT/SIGTERM or ``stop()``): gRPC health turns NOT_SERVING, both
-servers stop accepting and finish in-flight requests (up to
-``graceful_shutdown_s``), then the models are unloaded.
+Shutdown (SIGINT/SIGTERM or ``stop()``), the drain: readiness turns false and
+gRPC health NOT_SERVING, both servers stop accepting, new requests on open
+connections get 503 / UNAVAILABLE, in-flight requests finish for up to
+``graceful_shutdown_s``, those still running then are answered 503 / UNAVAILABLE,
+and the models are unloaded: the process is gone within the grace period plus
+about a second.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import socket
 import threading
 from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import uvicorn
@@ -30,11 +33,14 @@ from service.metrics import ServingMetrics
 from service.rest.app import create_app
 from service.settings import Settings
 from service.store.repository import ModelRepository
+from service.workers import WorkerPools
 
 __all__ = ["BackgroundStack", "ServingStack"]
 
 log = logging.getLogger("care_serve")
 T = TypeVar("T")
+# How long the servers get, after the grace period, to send the 503s of aborted requests.
+_ANSWER_MARGIN_S = 0.5
 
 
 class _UvicornServer(uvicorn.Server):
@@ -71,10 +77,8 @@ class ServingStack:
         self.metrics = ServingMetrics(self.registry)
         self.repository = ModelRepository(settings.model_store)
         self.manager = ModelManager(self.repository, settings, self.metrics)
-        self._executor = ThreadPoolExecutor(
-            settings.preprocess_workers(), thread_name_prefix="preprocess"
-        )
-        self.data_plane = DataPlane(settings, self.manager, self.metrics, self._executor)
+        self.pools = WorkerPools(settings)
+        self.data_plane = DataPlane(settings, self.manager, self.metrics, self.pools)
         self.app = create_app(settings, self.data_plane)
         self.http_port = 0
         self.grpc_port = 0
@@ -107,7 +111,10 @@ class ServingStack:
             log_config=None,
             access_log=False,
             lifespan="off",
-            timeout_graceful_shutdown=max(1, round(self.settings.graceful_shutdown_s)),
+            # Past the drain: by then the data plane has answered every request itself.
+            timeout_graceful_shutdown=math.ceil(
+                self.settings.graceful_shutdown_s + _ANSWER_MARGIN_S
+            ),
         )
         self._http = _UvicornServer(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
@@ -128,20 +135,33 @@ class ServingStack:
         )
 
     async def stop(self) -> None:
-        """Finish in-flight requests (up to ``graceful_shutdown_s``), then unload models."""
+        """Drain: refuse new requests, finish what fits in the grace period, answer the rest."""
+        loop = asyncio.get_running_loop()
         grace = self.settings.graceful_shutdown_s
+        end = loop.time() + grace
+        self.data_plane.start_draining()
         waits: list[Coroutine[Any, Any, Any]] = []
         if self._grpc is not None:
-            waits.append(self._grpc.stop(grace))
+            await self._grpc.set_serving(False)
+            waits.append(self._grpc.stop(grace + _ANSWER_MARGIN_S))
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
-            waits.append(asyncio.wait_for(asyncio.shield(self._http_task), grace + 5))
-        results = await asyncio.gather(*waits, return_exceptions=True)
-        for result in results:
+            waits.append(asyncio.wait_for(asyncio.shield(self._http_task), grace + 1.0))
+        stopping = asyncio.gather(*waits, return_exceptions=True)
+        while self.data_plane.inflight > 0 and loop.time() < end:
+            await asyncio.sleep(0.01)
+        if self.data_plane.inflight:
+            log.warning(
+                "grace period of %.1f s over: answering %d requests still running with 503",
+                grace,
+                self.data_plane.inflight,
+            )
+        self.data_plane.abort_inflight()
+        for result in await stopping:
             if isinstance(result, BaseException):
                 log.warning("error while stopping a server: %r", result)
         await self.manager.close()
-        self._executor.shutdown(wait=False)
+        self.pools.shutdown()
         log.info("care-serve stopped")
 
     async def serve_forever(self) -> None:

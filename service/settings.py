@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     preprocess_threads: int = Field(
         default=0, ge=0, description="Threads decoding and preprocessing images; 0 = the cores."
     )
+    large_image_pixels: int = Field(
+        default=4_194_304,
+        ge=1,
+        description="Images with more pixels are decoded and post-processed in a pool of their "
+        "own with one thread, so they never hold the workers small images need.",
+    )
 
     # --- requests ------------------------------------------------------------------------
     request_timeout_s: float = Field(
@@ -90,6 +96,18 @@ class Settings(BaseSettings):
         default_factory=lambda: ["JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"],
         description="Pillow formats accepted (comma-separated).",
     )
+    reduced_decode: bool = Field(
+        default=True,
+        description="Decode JPEGs much larger than a classifier needs at 1/2, 1/4 or 1/8 scale "
+        "(the codec's DCT scaling, never below the size the model's resize needs); off = always "
+        "full resolution, identical to offline preprocessing.",
+    )
+    max_output_pixels: int = Field(
+        default=4_194_304,
+        ge=1,
+        description="Largest segmentation mask or overlay returned (width x height); larger "
+        "images get a mask of the same aspect ratio within this size.",
+    )
     max_top_k: int = Field(default=100, ge=1, description="Largest top_k a client may ask for.")
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -100,7 +118,15 @@ class Settings(BaseSettings):
         default=2, ge=0, description="Warm-up batches run before a model is ready."
     )
     graceful_shutdown_s: float = Field(
-        default=10.0, ge=0, description="How long shutdown waits for in-flight requests."
+        default=10.0,
+        ge=0,
+        description="On SIGTERM: how long in-flight requests may take to finish; the rest are "
+        "answered 503 / UNAVAILABLE and the process exits within this plus one second.",
+    )
+    strict_readiness: bool = Field(
+        default=True,
+        description="Ready only while every model that should serve is serving (Triton's "
+        "strict readiness); off = ready once start-up loading has finished.",
     )
     drain_timeout_s: float = Field(
         default=30.0,

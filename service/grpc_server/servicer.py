@@ -158,6 +158,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                 for c in seg.class_shares
             ],
             overlay_png=seg.overlay_png or b"",
+            mask_width=int(seg.mask.shape[1]),
+            mask_height=int(seg.mask.shape[0]),
             timings=_timings(result.timings_ms),
             batch_size=result.batch_size,
         )

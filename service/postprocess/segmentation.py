@@ -29,6 +29,7 @@ __all__ = [
     "Segmentation",
     "class_shares",
     "colorize",
+    "fit_within",
     "logits_to_mask",
     "make_palette",
     "mask_to_png",
@@ -51,15 +52,31 @@ class Segmentation:
     shares: np.ndarray
 
 
+def fit_within(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)``, or the largest size of that aspect ratio within ``max_pixels``."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = (max_pixels / (width * height)) ** 0.5
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
 def postprocess_segmentation(
     seg_logits: np.ndarray,
     meta: LetterboxMeta,
     *,
     exact: bool = False,
     stride: int = SEGMENTATION_OUTPUT_STRIDE,
+    max_pixels: int | None = None,
 ) -> Segmentation:
-    """One image's ``(K, H/4, W/4)`` logits -> mask at the original size + class shares."""
-    mask = logits_to_mask(seg_logits, meta, stride, exact=exact)
+    """One image's ``(K, H/4, W/4)`` logits -> mask + class shares.
+
+    The mask has the original size, or with ``max_pixels`` at most that many
+    pixels (same aspect ratio): what bounds the cost of very large images.
+    """
+    size = None
+    if max_pixels is not None:
+        size = fit_within(meta.orig_width, meta.orig_height, max_pixels)
+    mask = logits_to_mask(seg_logits, meta, stride, exact=exact, size=size)
     return Segmentation(mask=mask, shares=class_shares(mask, seg_logits.shape[0]))
 
 
@@ -69,8 +86,12 @@ def logits_to_mask(
     stride: int = SEGMENTATION_OUTPUT_STRIDE,
     *,
     exact: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """One image's ``(K, H/stride, W/stride)`` logits -> ``H0 x W0`` class-index mask.
+
+    ``size = (W, H)`` makes the mask that size instead of the original's (the same
+    region of the image, sampled more coarsely).
 
     The logits are resized bilinearly and the argmax taken at the original size
     when the image was enlarged for the network. When it was shrunk, that is done
@@ -88,7 +109,7 @@ def logits_to_mask(
             f"seg_logits {h}x{w} at stride {stride} do not match the "
             f"{meta.input_height}x{meta.input_width} input"
         )
-    orig = (meta.orig_width, meta.orig_height)
+    orig = size or (meta.orig_width, meta.orig_height)
     resized = (meta.resized_width, meta.resized_height)
     shrunk = resized[0] * resized[1] < orig[0] * orig[1]
     work = resized if shrunk and not exact else orig
@@ -217,9 +238,14 @@ def overlay(
     alpha: float = 0.5,
     palette: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Blend the colourised ``mask`` over ``image`` (same size); background pixels stay as is."""
+    """Blend the colourised ``mask`` over ``image``; background pixels stay as is.
+
+    An image larger than the mask (a capped mask) is first shrunk to the mask's size.
+    """
     if not 0.0 <= alpha <= 1.0:
         raise InvalidInput(f"alpha must be in [0, 1], got {alpha}")
+    if isinstance(image, Image.Image) and image.size != (mask.shape[1], mask.shape[0]):
+        image = image.resize((mask.shape[1], mask.shape[0]), Image.Resampling.BILINEAR)
     rgb = to_rgb_array(image)
     if rgb.shape[:2] != mask.shape:
         raise ValueError(f"mask {mask.shape} and image {rgb.shape[:2]} differ in size")

@@ -62,9 +62,14 @@ class SegmentResponse(BaseModel):
     image_height: int = Field(description="Height of the image sent, after EXIF orientation.")
     class_names: list[str] = Field(description="Class names; index = value in the mask.")
     mask_png: str = Field(
-        description="Base64 single-channel PNG of class indices, image_width x image_height "
+        description="Base64 single-channel PNG of class indices, mask_width x mask_height "
         "(8-bit; 16-bit above 256 classes)."
     )
+    mask_width: int = Field(
+        description="Width of the mask: image_width, or less when the image has more than "
+        "max_output_pixels pixels (same aspect ratio)."
+    )
+    mask_height: int = Field(description="Height of the mask (see mask_width).")
     class_shares: list[ClassShare] = Field(description="Each class's fraction of the pixels.")
     batch_size: int = Field(description="How many requests shared the batch.")
     timings_ms: Timings
@@ -130,6 +135,8 @@ def segment_response(result: InferenceResult) -> SegmentResponse:
         image_height=result.image_height,
         class_names=result.result.class_names,
         mask_png=base64.b64encode(result.result.mask_png).decode("ascii"),
+        mask_width=int(result.result.mask.shape[1]),
+        mask_height=int(result.result.mask.shape[0]),
         class_shares=result.result.class_shares,
         batch_size=result.batch_size,
         timings_ms=Timings(**result.timings_ms),

@@ -42,6 +42,8 @@ class Task(ABC):
     """One task (classification, detection, segmentation) bound to one model package."""
 
     name: ClassVar[str]
+    #: post-processing takes microseconds: run it on the event loop, not in a worker.
+    cheap_postprocess: ClassVar[bool] = False
 
     def __init__(self, manifest: Manifest, labels: list[str], settings: Settings) -> None:
         self.manifest = manifest
@@ -51,6 +53,14 @@ class Task(ABC):
     @abstractmethod
     def parse_params(self, params: Mapping[str, Any]) -> BaseModel:
         """Validate request parameters (``InvalidInput`` naming the bad one)."""
+
+    def decode_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The smallest ``(width, height)`` an image of this size may be decoded at.
+
+        ``None`` (the default) means full resolution: dense tasks map boxes and
+        masks back to the pixels the client sent.
+        """
+        return None
 
     @abstractmethod
     def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, PreprocessMeta]:

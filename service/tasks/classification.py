@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from service.errors import InferenceError, InvalidInput
 from service.imaging import DecodedImage
 from service.tasks.base import Task
-from service.tasks.preprocess import PreprocessMeta, preprocess_image
+from service.tasks.preprocess import PreprocessMeta, preprocess_image, resized_size
 
 __all__ = ["ClassificationParams", "ClassificationResult", "ClassificationTask", "Prediction"]
 
@@ -50,6 +50,7 @@ class ClassificationTask(Task):
     """Classification: ``postprocessing.activation`` is ``softmax`` (default) or ``none``."""
 
     name = "classification"
+    cheap_postprocess = True
 
     def parse_params(self, params: Mapping[str, Any]) -> ClassificationParams:
         limit = self.settings.max_top_k
@@ -65,6 +66,10 @@ class ClassificationTask(Task):
         if isinstance(top_k, float | bool) or not 1 <= parsed.top_k <= limit:
             raise InvalidInput(f"top_k must be an integer from 1 to {limit}, got {top_k!r}")
         return parsed
+
+    def decode_size(self, width: int, height: int) -> tuple[int, int]:
+        """What the manifest's resize needs: decoding smaller would only add upsampling."""
+        return resized_size(width, height, self.manifest)
 
     def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, PreprocessMeta]:
         return preprocess_image(image.image, self.manifest)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from service.store.manifest import Manifest
 
-__all__ = ["RESAMPLING", "PreprocessMeta", "normalize", "preprocess_image"]
+__all__ = ["RESAMPLING", "PreprocessMeta", "normalize", "preprocess_image", "resized_size"]
 
 RESAMPLING: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
@@ -84,8 +84,24 @@ def _short_side_size(width: int, height: int, short: int) -> tuple[int, int]:
     return int(short * width / height), short
 
 
+def resized_size(width: int, height: int, manifest: Manifest) -> tuple[int, int]:
+    """The size a ``width x height`` image is resized to before cropping or padding."""
+    out_h, out_w = manifest.input.height, manifest.input.width
+    mode = manifest.preprocessing.mode
+    if mode == "center_crop":
+        return _short_side_size(width, height, manifest.resize_short_side)
+    if mode == "resize":
+        return out_w, out_h
+    scale = min(out_w / width, out_h / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def preprocess_image(image: Image.Image, manifest: Manifest) -> tuple[np.ndarray, PreprocessMeta]:
-    """Apply the manifest's preprocessing to an RGB image."""
+    """Apply the manifest's preprocessing to an RGB image.
+
+    ``PreprocessMeta`` maps to ``image``'s own pixels (a reduced-scale decode is
+    smaller than the image sent; classification needs no mapping back).
+    """
     pre = manifest.preprocessing
     out_h, out_w = manifest.input.height, manifest.input.width
     resample = RESAMPLING[pre.interpolation]

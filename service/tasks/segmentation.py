@@ -3,7 +3,9 @@
 The network (``service.models.segmentation.CARESegmenter`` or any model with the
 same contract, see ``docs/dense.md``) gives ``seg_logits (K, H/4, W/4)`` per
 image; class 0 is background and ``num_classes`` counts it. The mask is made at
-the size of the image the client sent (after EXIF orientation) in numpy/Pillow
+the size of the image the client sent (after EXIF orientation; images over the
+``max_output_pixels`` setting get a mask of that many pixels at most, same
+aspect ratio) in numpy/Pillow
 (``service.postprocess.segmentation``), encoded as a single-channel PNG of class
 indices, and summarised as each class's share of the pixels. On request the
 task also renders a colour overlay (the image blended with the VOC palette;
@@ -77,7 +79,10 @@ class SegmentationResult(BaseModel):
     class_names: list[str]
     class_shares: list[ClassShare]
     mask: np.ndarray = Field(exclude=True, description="(H, W) class indices, uint8/uint16.")
-    mask_png: bytes = Field(description="Single-channel PNG of class indices, original size.")
+    mask_png: bytes = Field(
+        description="Single-channel PNG of class indices: the original size, or at most "
+        "max_output_pixels (same aspect ratio)."
+    )
     overlay_png: bytes | None = Field(None, description="RGB PNG overlay (when asked for).")
 
 
@@ -130,7 +135,11 @@ class SegmentationTask(DenseTask):
                 f"width / {self.config.output_stride})"
             )
         seg = postprocess_segmentation(
-            logits, meta.letterbox, exact=self.config.exact, stride=self.config.output_stride
+            logits,
+            meta.letterbox,
+            exact=self.config.exact,
+            stride=self.config.output_stride,
+            max_pixels=self.settings.max_output_pixels,
         )
         overlay = None
         if params.return_overlay:

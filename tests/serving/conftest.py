@@ -61,17 +61,17 @@ def start_stack() -> Iterator[StackFactory]:
     stacks: list[BackgroundStack] = []
 
     def start(model_store: Path, **overrides: Any) -> BackgroundStack:
-        settings = Settings(
-            model_store=model_store,
-            http_port=0,
-            grpc_port=0,
-            intra_op_threads=1,
-            preprocess_threads=2,
-            warmup_runs=1,
-            graceful_shutdown_s=2,
-            drain_timeout_s=5,
-            **overrides,
-        )
+        fields: dict[str, Any] = {
+            "model_store": model_store,
+            "http_port": 0,
+            "grpc_port": 0,
+            "intra_op_threads": 1,
+            "preprocess_threads": 2,
+            "warmup_runs": 1,
+            "graceful_shutdown_s": 2,
+            "drain_timeout_s": 5,
+        }
+        settings = Settings(**{**fields, **overrides})
         stack = BackgroundStack(settings, CollectorRegistry())
         stacks.append(stack)
         return stack.__enter__()

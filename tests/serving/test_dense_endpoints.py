@@ -364,11 +364,14 @@ def test_segment_mask_shares_png_and_overlay_over_both_transports(
     response = post(stack, "/segment", data, model="seg")
     assert response.status_code == 200, response.text
     body = response.json()
+    assert (body["mask_width"], body["mask_height"]) == (width, height)
     assert set(body) == {
         "model",
         "version",
         "image_width",
         "image_height",
+        "mask_width",
+        "mask_height",
         "class_names",
         "mask_png",
         "class_shares",

@@ -20,16 +20,19 @@ async def live() -> dict[str, str]:
 
 @router.get(
     "/health/ready",
-    summary="Start-up loading finished and no model is loading",
+    summary="Every model that should serve is serving (strict readiness), not shutting down",
     responses={503: {"description": "Not ready (body: status and loaded models)"}},
 )
 async def ready(data_plane: DataPlaneDep) -> JSONResponse:
     ok = data_plane.ready()
-    loaded = sorted(data_plane.manager.loaded())
-    return JSONResponse(
-        {"status": "ready" if ok else "not ready", "models": loaded},
-        status_code=200 if ok else 503,
-    )
+    body: dict[str, object] = {
+        "status": "ready" if ok else "not ready",
+        "models": sorted(data_plane.manager.loaded()),
+        "not_serving": data_plane.manager.not_serving(),
+    }
+    if data_plane.draining:
+        body["shutting_down"] = True
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

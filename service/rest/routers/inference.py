@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from service.inference import BodyReader, DataPlane
 from service.rest.body import read_image_bytes
 from service.rest.deps import DataPlaneDep
 from service.rest.schemas import (
@@ -74,6 +75,11 @@ VersionQ = Query(
 TimeoutH = Header(None, description="Deadline of this request in milliseconds.", gt=0)
 
 
+def _body(request: Request, data_plane: DataPlane) -> BodyReader:
+    """The body reader the data plane awaits once the request is admitted."""
+    return lambda: read_image_bytes(request, data_plane.settings.max_image_bytes)
+
+
 def _timeout_s(timeout_ms: float | None) -> float | None:
     return None if timeout_ms is None else timeout_ms / 1000.0
 
@@ -95,10 +101,9 @@ async def classify(
     ),
     x_request_timeout_ms: float | None = TimeoutH,
 ) -> ClassifyResponse:
-    image = await read_image_bytes(request, data_plane.settings.max_image_bytes)
     result = await data_plane.infer(
         "classification",
-        image,
+        _body(request, data_plane),
         model=model,
         version=version,
         params={"top_k": top_k},
@@ -131,11 +136,10 @@ async def detect(
     ),
     x_request_timeout_ms: float | None = TimeoutH,
 ) -> DetectResponse:
-    image = await read_image_bytes(request, data_plane.settings.max_image_bytes)
     params = {"score_threshold": score_threshold, "max_detections": max_detections}
     result = await data_plane.infer(
         "detection",
-        image,
+        _body(request, data_plane),
         model=model,
         version=version,
         params={k: v for k, v in params.items() if v is not None},
@@ -174,10 +178,9 @@ async def segment(
     format: SegmentFormat = FormatQ,
     x_request_timeout_ms: float | None = TimeoutH,
 ) -> Any:
-    image = await read_image_bytes(request, data_plane.settings.max_image_bytes)
     result = await data_plane.infer(
         "segmentation",
-        image,
+        _body(request, data_plane),
         model=model,
         version=version,
         params={"return_overlay": format == "overlay"},

@@ -141,7 +141,7 @@ class ClassShare(_message.Message):
     def __init__(self, label: _Optional[str] = ..., class_id: _Optional[int] = ..., share: _Optional[float] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
-    __slots__ = ("model", "version", "image_width", "image_height", "class_names", "mask_png", "class_shares", "overlay_png", "timings", "batch_size")
+    __slots__ = ("model", "version", "image_width", "image_height", "class_names", "mask_png", "class_shares", "overlay_png", "timings", "batch_size", "mask_width", "mask_height")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +152,8 @@ class SegmentResponse(_message.Message):
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MASK_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    MASK_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     image_width: int
@@ -162,7 +164,9 @@ class SegmentResponse(_message.Message):
     overlay_png: bytes
     timings: Timings
     batch_size: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., mask_png: _Optional[bytes] = ..., class_shares: _Optional[_Iterable[_Union[ClassShare, _Mapping]]] = ..., overlay_png: _Optional[bytes] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    mask_width: int
+    mask_height: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., mask_png: _Optional[bytes] = ..., class_shares: _Optional[_Iterable[_Union[ClassShare, _Mapping]]] = ..., overlay_png: _Optional[bytes] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., mask_width: _Optional[int] = ..., mask_height: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
