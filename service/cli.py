@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from service import __version__
+from service.errors import CareServeError
 
 # Module names under service.commands, in the order they appear in --help.
 COMMAND_MODULES = (
@@ -22,6 +23,7 @@ COMMAND_MODULES = (
     "info",
     "bench",
     "bench_load",
+    "soak",
     "generate",
     "train",
     "evaluate",
@@ -55,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except CareServeError as exc:
+        print(f"care-serve {args.command}: error: {exc.message}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as exc:
         print(f"care-serve {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -115,3 +115,10 @@ class ExportError(CareServeError):
 
     status_code = 500
     grpc_code = "INTERNAL"
+
+
+class PortInUse(CareServeError):
+    """A port the server must listen on is taken (refused at start, before models load)."""
+
+    status_code = 500
+    grpc_code = "INTERNAL"

@@ -57,6 +57,7 @@ from service.inputs import (
 )
 from service.manager import LoadedModel, ModelManager
 from service.metrics import ServingMetrics
+from service.request_context import note_model
 from service.settings import Settings
 from service.tasks.preprocess import PreprocessMeta
 from service.workers import WorkerPools
@@ -256,6 +257,7 @@ class DataPlane:
     ) -> T:
         """Admission, parameters, deadline, metrics and bookkeeping around ``run``."""
         labels = (handle.name, str(handle.version), protocol)
+        note_model(handle.name, handle.version)  # for the access log line
         try:
             self.manager.admit(handle, images)
         except ServerBusy as exc:

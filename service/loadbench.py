@@ -201,7 +201,7 @@ async def _closed_loop(
     result.seconds = loop.time() - started
 
 
-class _RawHttpClient:
+class RawHttpClient:
     """A minimal keep-alive HTTP/1.1 client on asyncio streams.
 
     The benchmark measures the server, so the client must cost as little CPU as
@@ -279,9 +279,9 @@ async def run_level(
             await close()
         return result
     if protocol == "rest":
-        clients = [_RawHttpClient(url) for _ in range(concurrency)]
+        clients = [RawHttpClient(url) for _ in range(concurrency)]
         path = f"/classify?model={model}&top_k=5"
-        pool: asyncio.Queue[_RawHttpClient] = asyncio.Queue()
+        pool: asyncio.Queue[RawHttpClient] = asyncio.Queue()
         for client in clients:
             pool.put_nowait(client)
 
@@ -360,6 +360,15 @@ def _v2_call(
         await client.close()
 
     return call, close
+
+
+def list_models(url: str) -> list[dict[str, Any]]:
+    """The ``GET /models`` listing of a running server."""
+    import httpx
+
+    response = httpx.get(f"{url}/models", timeout=10)
+    response.raise_for_status()
+    return list(response.json()["models"])
 
 
 def check_loopback(url: str | None, grpc_target: str | None) -> None:

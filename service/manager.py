@@ -33,6 +33,7 @@ from service.errors import (
     ServerBusy,
 )
 from service.metrics import ServingMetrics
+from service.redaction import redact_paths, redact_values
 from service.settings import Settings, cpu_count
 from service.store.manifest import TASKS, Manifest
 from service.store.package import read_labels
@@ -80,7 +81,7 @@ class ModelManager:
         self.metrics = metrics
         self._models: dict[str, LoadedModel] = {}
         self._loading: dict[str, int] = {}
-        self._errors: dict[str, str] = {}
+        self._errors: dict[str, tuple[int | None, str]] = {}  # name -> (version, message)
         self._locks: dict[str, asyncio.Lock] = {}
         self._threads = settings.threads_per_model(1)
         # Caps the intra-op threads computing at once, across all models, to the cores.
@@ -226,20 +227,23 @@ class ModelManager:
         """Load (or reload) ``name`` at ``version`` (default newest); swap; drain the old."""
         name = check_name(name)
         async with self._lock(name):
-            package = self.repository.package(name, version)
+            try:
+                package = self.repository.package(name, version)
+            except ModelStoreError as exc:
+                versions = self.repository.versions(name)
+                wanted = check_version(version) if version else versions[-1] if versions else None
+                raise self._load_failed(name, wanted, exc) from None
             self._loading[name] = package.manifest.version
             self.metrics.model_ready.labels(name, str(package.manifest.version)).set(0)
             try:
                 new = await self._build(package)
             except CareServeError as exc:
-                self._errors[name] = exc.message
-                log.error("loading %s/%s failed: %s", name, package.manifest.version, exc.message)
-                raise
+                raise self._load_failed(name, package.manifest.version, exc) from None
             except Exception as exc:
                 message = f"loading {name}/{package.manifest.version} failed: {exc!r}"
-                self._errors[name] = message
                 log.exception("%s", message)
-                raise ModelStoreError(message) from exc
+                error = ModelStoreError(message)
+                raise self._load_failed(name, package.manifest.version, error) from exc
             finally:
                 self._loading.pop(name, None)
             old = self._models.get(name)
@@ -258,6 +262,13 @@ class ModelManager:
             if old is not None:
                 await self._retire(old)
             return new
+
+    def _load_failed(self, name: str, version: int | None, exc: CareServeError) -> CareServeError:
+        """Record the load error of ``name`` (full in the log, redacted for clients)."""
+        log.error("loading %s/%s failed: %s", name, version, exc.message)
+        exc.message = redact_paths(exc.message, self.repository.root)
+        self._errors[name] = (version, exc.message)
+        return exc
 
     async def unload(self, name: str) -> LoadedModel:
         """Stop serving ``name``: refuse new requests, finish the accepted ones, free it."""
@@ -397,12 +408,14 @@ class ModelManager:
                 manifest = self.repository.package(name).manifest
             except CareServeError:
                 manifest = None
+        error_version, error = self._errors.get(name, (None, None))
         info: dict[str, Any] = {
             "name": name,
             "state": state,
             "loaded_version": loaded.version if loaded else None,
             "versions": versions,
-            "error": self._errors.get(name),
+            "error": error,
+            "error_version": error_version,
         }
         if manifest is not None:
             info.update(
@@ -412,7 +425,7 @@ class ModelManager:
                 input=manifest.input.model_dump(),
                 num_classes=manifest.num_classes,
                 batching=manifest.batching.model_dump(),
-                model_card=manifest.model_card.model_dump(),
+                model_card=redact_values(manifest.model_card.model_dump(), self.repository.root),
             )
         if loaded is not None:
             info.update(

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from service.grpc_server.server import GrpcServer
+from service.errors import PortInUse
+from service.grpc_server.server import GrpcServer, port_message
 from service.imaging import configure_pillow
 from service.inference import DataPlane
 from service.manager import ModelManager
@@ -51,12 +52,18 @@ class _UvicornServer(uvicorn.Server):
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    """A listening REST socket on ``host:port``; ``PortInUse`` naming the option if taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when
     # the socket says it is TCP; without it, Nagle + delayed ACK add ~40 ms to every response.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # claims the port now, not after the models have loaded
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(port_message("REST", host, port, exc.strerror or str(exc))) from None
     sock.set_inheritable(True)
     return sock
 
@@ -85,10 +92,19 @@ class ServingStack:
         configure_pillow(self.settings.max_image_pixels)
         if not self.repository.exists():
             log.warning("model store %s does not exist: serving no models", self.repository.root)
+        # Both ports first: a port in use is refused before minutes of model loading.
+        sock = _bind(self.settings.host, self.settings.http_port)
+        if self.settings.enable_grpc:
+            try:
+                self._grpc = GrpcServer(
+                    self.data_plane, self.settings.host, self.settings.grpc_port
+                )
+            except PortInUse:
+                sock.close()
+                raise
         self.startup_report = await self.manager.start()
         for line in self.startup_report:
             (log.warning if line.startswith(("FAILED", "no models")) else log.info)("%s", line)
-        sock = _bind(self.settings.host, self.settings.http_port)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
@@ -107,8 +123,7 @@ class ServingStack:
                 self._http_task.result()
                 raise RuntimeError("the HTTP server stopped during start-up")
             await asyncio.sleep(0.01)
-        if self.settings.enable_grpc:
-            self._grpc = GrpcServer(self.data_plane, self.settings.host, self.settings.grpc_port)
+        if self._grpc is not None:
             await self._grpc.start()
             await self._grpc.set_serving(True)
             self.grpc_port = self._grpc.port

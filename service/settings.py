@@ -141,12 +141,30 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text or as one JSON object per line."
+    )
+    access_log: bool = Field(
+        default=True,
+        description="One line per request (logger care_serve.access): request id, method and "
+        "path or RPC, model, version, protocol, status, latency.",
+    )
 
     @field_validator("models", "allowed_image_formats", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _non_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "admin_token is empty: give a token, or unset CARE_SERVE_ADMIN_TOKEN "
+                "to leave load/unload open"
+            )
         return value
 
     @field_validator("allowed_image_formats")

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+from service.commands.sizes import add_input_size_option
+
 __all__ = ["register", "run"]
 
 
@@ -33,15 +35,13 @@ def register(subparsers: Any) -> None:
         "--number", type=int, default=2, help="calls per runner per round (default 2)"
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per runner")
-    parser.add_argument("--resolution", default="224", help="224 or HxW (default 224)")
+    add_input_size_option(parser, "224", "input size")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print the table."""
-    from service.commands.export import parse_resolution
-
-    size = parse_resolution(args.resolution)
+    size = args.input_size
 
     from service.bench.model_bench import format_table, run_benchmark
     from service.models import get_config

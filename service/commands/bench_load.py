@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from service.commands.sizes import SIZE_HELP, image_size
+
 
 def register(subparsers: Any) -> None:
     """Add the ``bench-load`` subcommand."""
@@ -18,7 +20,12 @@ def register(subparsers: Any) -> None:
         "batch-1 latency and the JPEG's decode time. Without a classification model in the "
         "store, a care_s0 with random weights is exported to a temporary store (needs torch).",
     )
-    parser.add_argument("--model", default=None, help="model name (default: first in store)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model name (default: the first classification model in the store, or of the "
+        "server's /models with --url)",
+    )
     parser.add_argument("--model-store", default=None, help="store (default: settings)")
     parser.add_argument(
         "--concurrency", type=int, nargs="+", default=[1, 4, 16, 64], help="levels (max 256)"
@@ -34,11 +41,20 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--url", default=None, help="a running server's REST URL (loopback)")
     parser.add_argument("--grpc-target", default=None, help="its gRPC host:port (loopback)")
     parser.add_argument(
-        "--image-size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"),
-        help="size of the generated JPEG (default 640 480)",
-    )  # fmt: skip
+        "--image-size",
+        type=image_size,
+        default=(480, 640),
+        metavar="S|HxW",
+        help=f"size of the generated test JPEG: {SIZE_HELP} (default 480x640)",
+    )
     parser.add_argument("--engine-seconds", type=float, default=2.0, help="per batch size")
     parser.set_defaults(handler=run)
+
+
+def first_classification_model(models: list[dict[str, Any]]) -> str | None:
+    """The first (by name) classification model of a ``/models`` listing."""
+    names = sorted(m["name"] for m in models if m.get("task") == "classification")
+    return names[0] if names else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,8 +79,12 @@ def run(args: argparse.Namespace) -> int:
     if any(p in lb.V2_PROTOCOLS for p in protocols) and not lb.v2_available():
         raise ValueError("the v2 rows need tritonclient: pip install 'tritonclient[http,grpc]'")
     external = bool(args.url or args.grpc_target)
-    if external and not (args.url and args.grpc_target and args.model):
-        raise ValueError("with --url give --grpc-target and --model too")
+    if external and not (args.url and args.grpc_target):
+        raise ValueError("with --url give --grpc-target too (and the reverse)")
+    if external and not args.model:
+        args.model = first_classification_model(lb.list_models(args.url))
+        if args.model is None:
+            raise ValueError(f"the server at {args.url} serves no classification model")
 
     tmp = tempfile.TemporaryDirectory(prefix="care-bench-")
     store = Path(args.model_store) if args.model_store else Settings().model_store
@@ -81,13 +101,14 @@ def run(args: argparse.Namespace) -> int:
     manifest = package.manifest
     if manifest.format != "onnx":
         raise ValueError(f"bench-load compares against onnxruntime; {name} is {manifest.format}")
-    jpeg = lb.make_jpeg(*args.image_size)
+    height, width = args.image_size
+    jpeg = lb.make_jpeg(width, height)
     settings = Settings()
     threads, spin = settings.threads_per_model(1), settings.onnx_allow_spinning
     print(
         f"model {name}/{manifest.version} ({manifest.architecture}, input "
-        f"{manifest.input.height}x{manifest.input.width}), JPEG {args.image_size[0]}x"
-        f"{args.image_size[1]} ({len(jpeg)} bytes), {cpu_count()} cores, {threads} intra-op "
+        f"{manifest.input.height}x{manifest.input.width}), JPEG {height}x{width} (HxW, "
+        f"{len(jpeg)} bytes), {cpu_count()} cores, {threads} intra-op "
         f"threads, ORT spinning {'on' if spin else 'off'}. Shared machines are noisy: compare "
         "figures from one run only."
     )
@@ -130,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_report(results: list[Any], before: Any, after: Any) -> None:
-    """The tables and the two targets."""
+    """The tables, and each protocol's throughput and latency next to the engine's."""
     from service.settings import cpu_count
 
     cores = cpu_count()
@@ -167,8 +188,7 @@ def print_report(results: list[Any], before: Any, after: Any) -> None:
         ratio = best.throughput / best_engine
         print(
             f"{protocol}: saturated {best.throughput:.1f} req/s at c={best.concurrency} = "
-            f"{ratio:.2f}x the engine's best {best_engine:.1f} images/s "
-            f"(target >= 0.85x: {'met' if ratio >= 0.85 else 'NOT met'})"
+            f"{ratio:.2f}x the engine's best {best_engine:.1f} images/s"
         )
         if best.server_cpu_ms is not None and engine_cpu is not None:
             spent = best.server_cpu_ms + best.client_cpu_ms
@@ -184,8 +204,7 @@ def print_report(results: list[Any], before: Any, after: Any) -> None:
         if c1:
             budget = min(before.batch1_ms, after.batch1_ms) + min(before.decode_ms, after.decode_ms)
             p50 = c1[0].pct(50)
-            verdict = "met" if p50 <= budget + 5 else "NOT met"
             print(
-                f"{protocol}: p50 at c=1 {p50:.2f} ms vs engine batch-1 + decode {budget:.2f} ms "
-                f"+ 5 ms = {budget + 5:.2f} ms (target: {verdict})"
+                f"{protocol}: p50 at c=1 {p50:.2f} ms = engine batch-1 + decode {budget:.2f} ms "
+                f"+ {p50 - budget:.2f} ms of serving overhead"
             )

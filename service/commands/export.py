@@ -7,26 +7,14 @@ import sys
 import time
 from typing import Any
 
+from service.commands.sizes import add_input_size_option, parse_size
+
 __all__ = ["load_variant", "parse_resolution", "register", "run"]
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
     """``"224"`` -> (224, 224); ``"256x320"`` -> (256, 320) (height x width)."""
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) == 1:
-        values = (values[0], values[0])
-    if len(values) != 2:
-        raise ValueError(
-            f"bad resolution {text!r}: give one size (224) or height x width (256x320)"
-        )
-    from service.models.care import check_input_size
-
-    check_input_size(values[0], values[1])
-    return values[0], values[1]
+    return parse_size(text, 32)
 
 
 def load_variant(name: str, checkpoint: str | None, use_ema: bool = True) -> Any:
@@ -65,11 +53,11 @@ def register(subparsers: Any) -> None:
         "--random-weights", action="store_true", help="export random weights (testing only)"
     )
     parser.add_argument("--output", required=True, help="where to write the .onnx file")
-    parser.add_argument(
-        "--resolution",
-        default="224",
-        help="input size used for the export and the check: 224 or HxW, multiples of 32 "
-        "(the exported model accepts any such size; default 224)",
+    add_input_size_option(
+        parser,
+        "224",
+        "input size used for the export and the check (the exported model accepts any "
+        "multiple of 32)",
     )
     parser.add_argument("--no-fuse", action="store_true", help="export the unfused model")
     parser.add_argument("--no-ema", action="store_true", help="prefer non-EMA weights")
@@ -83,7 +71,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, fuse, export, check and verify; print the report."""
-    size = parse_resolution(args.resolution)
+    size = args.input_size
     start = time.perf_counter()
 
     def step(message: str) -> None:

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from service.commands.sizes import add_input_size_option
 
 LABEL_SETS = ("imagenet",)
 
@@ -38,9 +43,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--store", default="model_store", help="model store (default model_store)")
     parser.add_argument("--format", choices=("onnx", "pytorch"), default="onnx")
-    parser.add_argument(
-        "--input-size", type=int, nargs="+", default=[224], help="H [W], multiples of 32"
-    )
+    add_input_size_option(parser, "224", "network input of the package")
     parser.add_argument("--description", default="", help="model card description")
     parser.add_argument("--license", default="", help="license of the weights")
     parser.add_argument("--no-ema", action="store_true", help="prefer non-EMA weights")
@@ -82,7 +85,12 @@ def _read_label_file(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def export_to_onnx(model: Any, path: Path, input_size: tuple[int, int]) -> dict[str, Any]:
+def export_to_onnx(
+    model: Any,
+    path: Path,
+    input_size: tuple[int, int],
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Fused ONNX export with parity check; returns what the model card records.
 
     Uses ``service.models.export.export_onnx`` when present; otherwise a plain
@@ -93,7 +101,9 @@ def export_to_onnx(model: Any, path: Path, input_size: tuple[int, int]) -> dict[
         from service.models.export import export_onnx
     except ImportError:
         return _export_fallback(model, path, input_size)
-    report = export_onnx(model, path, input_size=input_size, output_names=["logits"])
+    report = export_onnx(
+        model, path, input_size=input_size, output_names=["logits"], progress=progress
+    )
     errors = {k: float(v) for k, v in getattr(report, "rel_errors", {}).items()}
     return {
         "exporter": "service.models.export.export_onnx",
@@ -146,10 +156,13 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-    size = args.input_size
-    if len(size) not in (1, 2):
-        raise ValueError("--input-size takes H or H W")
-    height, width = (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
+    start = time.perf_counter()
+
+    def step(message: str) -> None:
+        print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    step(f"loading {ckpt.name} ({args.arch}, strict)")
+    height, width = args.input_size
     state = read_state_dict(ckpt, use_ema=not args.no_ema)
     head = state.get("head.fc.weight")
     num_classes = int(head.shape[0]) if head is not None else 1000
@@ -168,7 +181,10 @@ def run(args: argparse.Namespace) -> int:
         notes: dict[str, Any] = {"checkpoint_file": ckpt.name}
         if args.format == "onnx":
             weights = Path(tmp) / "model.onnx"
-            notes.update(export_to_onnx(model, weights, (height, width)))
+            step(f"exporting fused ONNX at {height}x{width}, then the parity check vs torch")
+            notes.update(export_to_onnx(model, weights, (height, width), progress=step))
+            if notes.get("rel_error") is not None:
+                step(f"parity check: relative error {notes['rel_error']:.2e}")
         else:
             weights = Path(tmp) / "model.pth.tar"
             weights.write_bytes(ckpt.read_bytes())
@@ -199,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
                 notes=notes,
             ),
         )
+        step(f"writing the package {args.name}/{args.version} into {args.store}")
         dest = write_package(args.store, manifest, weights, labels, overwrite=args.overwrite)
     print(f"wrote {dest} ({args.format}, {num_classes} classes, input {height}x{width})")
     if notes.get("rel_error") is not None:

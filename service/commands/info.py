@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from service.commands.sizes import add_input_size_option
+
 __all__ = ["register", "run"]
 
 
@@ -20,17 +22,13 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("variant", help="CARE variant: care_s0, care_s1, care_s2 or care_tiny")
-    parser.add_argument(
-        "--resolution", default="224", help="input size: 224 or HxW, multiples of 32 (default 224)"
-    )
+    add_input_size_option(parser, "224", "input size")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Count and print."""
-    from service.commands.export import parse_resolution
-
-    size = parse_resolution(args.resolution)
+    size = args.input_size
 
     from service.models import create_model, get_config
     from service.models.complexity import measure

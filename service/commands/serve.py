@@ -20,11 +20,23 @@ def _option(name: str) -> str:
     return "--" + FLAG_ALIASES.get(name, name).replace("_", "-")
 
 
+def _shown_default(value: Any) -> str:
+    """A ``Settings`` default as the command line would spell it."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) or "empty"
+    return str(value).replace("%", "%%")
+
+
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
     """One option per ``Settings`` field (default None: unset options leave env/defaults)."""
     for name, field in Settings.model_fields.items():
         env = f"CARE_SERVE_{name.upper()}"
-        help_text = f"{field.description} [env {env}]"
+        default = _shown_default(field.get_default(call_default_factory=True))
+        help_text = f"{field.description} (default: {default}) [env {env}]"
         annotation = field.annotation
         args = typing.get_args(annotation)
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
@@ -64,7 +76,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def run(args: argparse.Namespace) -> int:
     """Start the service and block until SIGINT/SIGTERM."""
     import asyncio
-    import logging
 
     from pydantic import ValidationError
 
@@ -73,11 +84,10 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"invalid settings: {problems}") from None
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from service.log_config import configure_logging
     from service.server import ServingStack
+
+    configure_logging(settings)
 
     asyncio.run(ServingStack(settings).serve_forever())
     return 0

@@ -7,25 +7,10 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from service.commands.sizes import add_input_size_option
+
 TASKS = ("classification", "detection", "segmentation")
 DEFAULT_INPUT = {"classification": 224, "detection": 320, "segmentation": 256}
-
-
-def parse_input_size(text: str) -> tuple[int, int]:
-    """``S`` or ``HxW`` -> (height, width), both positive multiples of 32."""
-    parts = text.lower().split("x")
-    try:
-        sides = [int(p) for p in parts]
-    except ValueError:
-        sides = []
-    if len(sides) == 1:
-        sides = sides * 2
-    if len(sides) != 2 or any(s <= 0 or s % 32 for s in sides):
-        raise argparse.ArgumentTypeError(
-            f"input size must be S or HxW with positive multiples of 32 (e.g. 224 or 256x320), "
-            f"got {text!r}"
-        )
-    return sides[0], sides[1]
 
 
 def register(subparsers: Any) -> None:
@@ -59,10 +44,8 @@ def register(subparsers: Any) -> None:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, help="passes over the data (default 30)")
     length.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
-    p.add_argument(
-        "--input-size",
-        type=parse_input_size,
-        help="network input, S or HxW, multiples of 32 (default: 224 cls, 320 det, 256 seg)",
+    add_input_size_option(
+        p, None, "network input", default_text="default: 224 cls, 320 det, 256 seg"
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     p.add_argument(

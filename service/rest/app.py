@@ -6,7 +6,9 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.inference import DataPlane
+from service.rest.access import AccessLogMiddleware
 from service.rest.errors import install_error_handlers
+from service.rest.openapi import install_openapi
 from service.rest.routers import health, inference, models
 from service.settings import Settings
 from service.v2 import rest as v2_rest
@@ -22,8 +24,8 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
         version=__version__,
         description="CARE vision transformers on CPUs: classification, detection and "
         "segmentation. Errors are JSON "
-        '`{"error": {"type", "message"}}`; under `/v2` (the Open Inference Protocol, '
-        'KServe v2 / Triton) they are the protocol\'s `{"error": "message"}`.',
+        '`{"error": {"type", "message", "request_id"}}`; under `/v2` (the Open Inference '
+        'Protocol, KServe v2 / Triton) they are the protocol\'s `{"error": "message"}`.',
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
@@ -35,4 +37,6 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(v2_rest.router)
+    install_openapi(app, settings)
+    app.add_middleware(AccessLogMiddleware)
     return app

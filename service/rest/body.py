@@ -44,8 +44,14 @@ async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
     except Exception as exc:  # malformed multipart
         raise InvalidInput(f"cannot parse the multipart body: {exc}") from None
     try:
-        for name in FILE_FIELDS:
-            part = form.get(name)
+        parts = [(name, part) for name in FILE_FIELDS for part in form.getlist(name)]
+        if len(parts) > 1:
+            raise InvalidInput(
+                f"send exactly one image: the multipart body has {len(parts)} image fields "
+                f"({', '.join(name for name, _ in parts)}); use one field "
+                f"{' or '.join(map(repr, FILE_FIELDS))}"
+            )
+        for name, part in parts:
             if isinstance(part, UploadFile):
                 data = await part.read()
                 if len(data) > max_bytes:
@@ -53,8 +59,7 @@ async def read_image_bytes(request: Request, max_bytes: int) -> bytes:
                         f"image is {len(data)} bytes; the limit is {max_bytes} bytes"
                     )
                 return data
-            if isinstance(part, str):
-                raise InvalidInput(f"multipart field {name!r} must be a file upload, not text")
+            raise InvalidInput(f"multipart field {name!r} must be a file upload, not text")
     finally:
         await form.close()
     raise InvalidInput(

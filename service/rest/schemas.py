@@ -76,8 +76,11 @@ class SegmentResponse(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    type: str
-    message: str
+    type: str = Field(description="The error class, e.g. InvalidInput, NotFound, ServerBusy.")
+    message: str = Field(description="What was wrong and what is accepted.")
+    request_id: str | None = Field(
+        default=None, description="The request id (also the X-Request-Id response header)."
+    )
 
 
 class ErrorBody(BaseModel):

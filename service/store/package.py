@@ -3,7 +3,9 @@
 ``write_package`` is the one way code creates packages (``care-serve import``,
 the training pipeline): it validates the manifest, copies the weights, writes
 labels and the manifest into a temporary directory and renames it into place,
-so a reader never sees a half-written package.
+so a reader never sees a half-written package. Packages are readable by every
+user the umask allows (directories 0755 and files 0644 under the usual 022), so a
+server running as another uid (the container's 10001) can read them.
 """
 
 from __future__ import annotations
@@ -72,6 +74,27 @@ def read_labels(package_dir: str | os.PathLike[str], manifest: Manifest) -> list
     return labels
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)  # pragma: no cover - not Linux
+    os.umask(current)
+    return current
+
+
+def _make_readable(package_dir: Path) -> None:
+    """Directories 0777 and files 0666 less the umask (mkdtemp and copy2 are stricter)."""
+    mask = _umask()
+    package_dir.chmod(0o777 & ~mask)
+    for member in package_dir.iterdir():
+        member.chmod((0o777 if member.is_dir() else 0o666) & ~mask)
+
+
 def write_package(
     dest_dir: str | os.PathLike[str],
     manifest: Manifest,
@@ -116,6 +139,7 @@ def write_package(
         text = json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n"
         (tmp / MANIFEST_FILE).write_text(text, encoding="utf-8")
         read_labels(tmp, read_manifest(tmp))  # what we wrote must read back
+        _make_readable(tmp)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
             dest.rename(old)

@@ -1,8 +1,12 @@
 """The model store on disk: ``<root>/<name>/<version>/manifest.json``.
 
 Every name and version a client sends is validated against a strict pattern
-before it touches the file system, and the resolved package directory must lie
-inside the store, so a request can never reach outside it. An optional
+before it touches the file system, and a name that resolves outside the store is
+refused as a bad request (400). Every file of a package -- the version
+directory, ``manifest.json``, the weights, the labels file -- must resolve inside
+the store too: a symlink pointing outside is a store error (``ModelStoreError``,
+422) and is never read. Error messages name files relative to the store
+(``name/version/file``), never by their absolute path. An optional
 ``<root>/store.json`` names the default model per task::
 
     {"defaults": {"classification": "shapes-classifier", "detection": "shapes-detector"}}
@@ -69,9 +73,27 @@ class ModelRepository:
         return self.root.is_dir()
 
     def _inside(self, path: Path) -> Path:
+        """``path`` (named by a client) resolved; ``InvalidInput`` if it leaves the store."""
         resolved = path.resolve()
         if not resolved.is_relative_to(self.root):
             raise InvalidInput(f"{path.name!r} resolves outside the model store")
+        return resolved
+
+    def relative(self, path: Path) -> str:
+        """``path`` as shown to clients: relative to the store root (else its name only)."""
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.name
+
+    def _confined(self, path: Path) -> Path:
+        """A package file resolved; ``ModelStoreError`` if it resolves outside the store."""
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise ModelStoreError(
+                f"{self.relative(path)} resolves outside the model store (package files, "
+                "including symlink targets, must lie inside the store)"
+            )
         return resolved
 
     def model_names(self) -> list[str]:
@@ -85,6 +107,10 @@ class ModelRepository:
                     names.append(validate_model_name(entry.name))
                 except ValueError:
                     log.warning("ignoring %s: not a valid model name", entry)
+                    continue
+                if not entry.resolve().is_relative_to(self.root):
+                    log.warning("ignoring %s: it resolves outside the model store", entry)
+                    names.pop()
         return names
 
     def versions(self, name: str) -> list[int]:
@@ -114,17 +140,23 @@ class ModelRepository:
                 f"model {name!r} has no version {chosen} in the store "
                 f"(versions: {', '.join(map(str, versions))})"
             )
-        path = self._inside(self.root / name / str(chosen))
-        manifest = read_manifest(path)
+        package_dir = self.root / name / str(chosen)
+        path = self._confined(package_dir)
+        self._confined(package_dir / MANIFEST_FILE)
+        try:
+            manifest = read_manifest(path)
+        except ModelStoreError as exc:
+            raise ModelStoreError(exc.message.replace(str(path), f"{name}/{chosen}")) from exc
         if manifest.name != name or manifest.version != chosen:
             raise ModelStoreError(
-                f"{path / MANIFEST_FILE}: manifest says {manifest.name}/{manifest.version} but "
-                f"the package directory is {name}/{chosen}"
+                f"{name}/{chosen}/{MANIFEST_FILE}: manifest says {manifest.name}/"
+                f"{manifest.version} but the package directory is {name}/{chosen}"
             )
-        weights = path / manifest.weights
-        self._inside(weights)
-        if not weights.is_file():
-            raise ModelStoreError(f"{path}: weights file {manifest.weights!r} is missing")
+        for member in (manifest.weights, manifest.labels_file):
+            if member is not None:
+                self._confined(package_dir / member)
+        if not (path / manifest.weights).is_file():
+            raise ModelStoreError(f"{name}/{chosen}: weights file {manifest.weights!r} is missing")
         return PackageInfo(path=path, manifest=manifest)
 
     def latest_packages(self) -> dict[str, PackageInfo | ModelStoreError]:

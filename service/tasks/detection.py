@@ -28,6 +28,8 @@ from service.store.manifest import Manifest
 from service.tasks.dense import DenseMeta, DenseTask, parse_config, parse_number
 from service.tasks.preprocess import PreprocessMeta
 
+MAX_PRE_NMS_TOP_K = 100_000  # the largest pre_nms_top_k (and so max_detections) a manifest may set
+
 __all__ = [
     "Detection",
     "DetectionConfig",
@@ -45,7 +47,7 @@ class DetectionConfig(BaseModel):
     score_threshold: float = Field(0.3, ge=0.0, le=1.0)
     nms_iou: float = Field(0.6, ge=0.0, le=1.0)
     max_detections: int = Field(100, ge=1)
-    pre_nms_top_k: int = Field(1000, ge=1, le=100_000)
+    pre_nms_top_k: int = Field(1000, ge=1, le=MAX_PRE_NMS_TOP_K)
     strides: tuple[int, ...] = Field(DETECTION_STRIDES, min_length=1)
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ from service.cli import main
 
 def test_bench_prints_one_table(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["bench", "--variants", "care_tiny", "--batch-sizes", "1", "2", "--threads", "1"]
-    assert main([*argv, "--repeats", "1", "--number", "1", "--resolution", "64"]) == 0
+    assert main([*argv, "--repeats", "1", "--number", "1", "--input-size", "64"]) == 0
     out = capsys.readouterr().out
     assert "1 thread(s)" in out and "(d)/(c)" in out
     assert all(title in out for title in RUNNER_TITLES.values())

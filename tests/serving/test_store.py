@@ -95,3 +95,54 @@ def test_store_defaults(tmp_path: Path) -> None:
     (tmp_path / "store.json").write_text('{"defaults": {"classification": "../x"}}')
     with pytest.raises(ModelStoreError):
         repo.store_defaults()
+
+
+def _package_with_labels(tmp_path: Path) -> tuple[Path, Path]:
+    weights = tmp_path / "w.onnx"
+    weights.write_bytes(b"x")
+    root = tmp_path / "store"
+    return root, write_package(root, make_manifest(), weights, LABELS)
+
+
+@pytest.mark.parametrize("member", ["labels.txt", "manifest.json", "model.onnx"])
+def test_package_files_symlinked_outside_the_store_are_refused(tmp_path: Path, member: str) -> None:
+    root, dest = _package_with_labels(tmp_path)
+    outside = tmp_path / f"outside-{member}"
+    outside.write_bytes((dest / member).read_bytes())
+    (dest / member).unlink()
+    (dest / member).symlink_to(outside)
+    with pytest.raises(ModelStoreError, match="outside the model store") as info:
+        ModelRepository(root).package("tiny")
+    assert info.value.status_code == 422
+    assert str(tmp_path) not in info.value.message  # no filesystem path to show a client
+
+
+def test_version_directory_symlinked_outside_the_store_is_refused(tmp_path: Path) -> None:
+    root, dest = _package_with_labels(tmp_path)
+    outside = tmp_path / "elsewhere"
+    dest.rename(outside)
+    dest.symlink_to(outside, target_is_directory=True)
+    repo = ModelRepository(root)
+    with pytest.raises(ModelStoreError, match="outside the model store"):
+        repo.package("tiny")
+    with pytest.raises(ModelStoreError, match="outside the model store"):
+        repo.package("tiny", 1)
+
+
+def test_symlinks_inside_the_store_are_fine(tmp_path: Path) -> None:
+    root, dest = _package_with_labels(tmp_path)
+    shared = root / "shared-labels.txt"
+    (dest / "labels.txt").rename(shared)
+    (dest / "labels.txt").symlink_to(shared)
+    info = ModelRepository(root).package("tiny")
+    assert read_labels(info.path, info.manifest) == LABELS
+
+
+def test_a_model_name_resolving_outside_the_store_stays_a_client_error(tmp_path: Path) -> None:
+    root, _ = _package_with_labels(tmp_path)
+    outside = tmp_path / "other-model"
+    outside.mkdir()
+    (root / "evil").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InvalidInput) as info:
+        ModelRepository(root).package("evil")
+    assert not isinstance(info.value, ModelStoreError) and info.value.status_code == 400

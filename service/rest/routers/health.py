@@ -21,6 +21,7 @@ async def live() -> dict[str, str]:
 @router.get(
     "/health/ready",
     summary="Every model that should serve is serving (strict readiness), not shutting down",
+    responses={503: {"description": "Not ready (body: status and loaded models)"}},
 )
 async def ready(data_plane: DataPlaneDep) -> JSONResponse:
     ok = data_plane.ready()

@@ -18,9 +18,10 @@ from service.rest.schemas import (
     detect_response,
     segment_response,
 )
+from service.store.manifest import NAME_PATTERN
 from service.tasks.segmentation import SegmentationResult
 
-__all__ = ["router"]
+__all__ = ["INFER_ERRORS", "MAX_VERSION", "errors", "router"]
 
 router = APIRouter(tags=["inference"])
 
@@ -43,22 +44,35 @@ IMAGE_BODY: dict[str, Any] = {
         },
     }
 }
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
-        400: "Bad image or parameter",
-        401: "Missing or wrong admin token",
-        404: "Unknown model or version",
-        413: "Image larger than the byte or pixel limit",
-        501: "Task not available in this build",
-        503: "Queue full or model not ready (see Retry-After)",
-        504: "Deadline passed while queued",
-    }.items()
+ERROR_TEXTS = {
+    400: "Bad image or parameter",
+    401: "Missing or wrong admin token (see WWW-Authenticate)",
+    404: "Unknown model or version",
+    413: "Image larger than the byte or pixel limit",
+    422: "The model package is invalid (bad manifest, weights or labels)",
+    503: "Queue full or model not ready (see Retry-After)",
+    504: "Deadline passed before the answer",
 }
 
-ModelQ = Query(None, description="Model name; default: the task's default model.")
-VersionQ = Query(None, description="Model version; default: the version being served.")
-TimeoutH = Header(None, description="Deadline of this request in milliseconds.")
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of the error ``codes`` a route can give."""
+    return {code: {"model": ErrorBody, "description": ERROR_TEXTS[code]} for code in codes}
+
+
+INFER_ERRORS = errors(400, 404, 413, 503, 504)
+MAX_VERSION = 999_999_999
+
+ModelQ = Query(
+    None,
+    description="Model name; default: the task's default model.",
+    pattern=NAME_PATTERN,
+    max_length=64,
+)
+VersionQ = Query(
+    None, description="Model version; default: the version being served.", ge=1, le=MAX_VERSION
+)
+TimeoutH = Header(None, description="Deadline of this request in milliseconds.", gt=0)
 
 
 def _body(request: Request, data_plane: DataPlane) -> BodyReader:
@@ -73,7 +87,7 @@ def _timeout_s(timeout_ms: float | None) -> float | None:
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
-    responses=ERRORS,
+    responses=INFER_ERRORS,
     openapi_extra=IMAGE_BODY,
     summary="Classify an image: top-k labels with probabilities",
 )
@@ -82,7 +96,9 @@ async def classify(
     data_plane: DataPlaneDep,
     model: str | None = ModelQ,
     version: int | None = VersionQ,
-    top_k: int | None = Query(None, description="How many classes to return (default 5)."),
+    top_k: int | None = Query(
+        None, description="How many classes to return, 1..max_top_k (default 5).", ge=1
+    ),
     x_request_timeout_ms: float | None = TimeoutH,
 ) -> ClassifyResponse:
     result = await data_plane.infer(
@@ -100,7 +116,7 @@ async def classify(
 @router.post(
     "/detect",
     response_model=DetectResponse,
-    responses=ERRORS,
+    responses=INFER_ERRORS,
     openapi_extra=IMAGE_BODY,
     summary="Detect objects: labelled boxes in pixels of the image sent",
 )
@@ -110,7 +126,8 @@ async def detect(
     model: str | None = ModelQ,
     version: int | None = VersionQ,
     score_threshold: float | None = Query(
-        None, description="Minimum score to return, in [0, 1] (default: the model's manifest)."
+        None,
+        description="Minimum score to return, in [0, 1] (default: the model's manifest).",
     ),
     max_detections: int | None = Query(
         None,
@@ -149,7 +166,7 @@ FormatQ = Query(
 @router.post(
     "/segment",
     response_model=SegmentResponse,
-    responses={**PNG_RESPONSE, **ERRORS},
+    responses={**PNG_RESPONSE, **INFER_ERRORS},
     openapi_extra=IMAGE_BODY,
     summary="Segment an image: class mask (PNG) and class shares, or the PNG itself",
 )

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 
 from service.rest.deps import DataPlaneDep
-from service.rest.routers.inference import ERRORS
+from service.rest.routers.inference import MAX_VERSION, errors
+from service.store.manifest import NAME_PATTERN
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 AuthH = Header(None, description="'Bearer <token>' when the server has an admin token.")
+NameP = Path(description="Model name.", pattern=NAME_PATTERN, max_length=64)
 
 
 @router.get("", summary="Every model loaded or in the store, with state and versions")
@@ -21,27 +23,35 @@ async def list_models(data_plane: DataPlaneDep) -> dict[str, list[dict[str, Any]
     return {"models": data_plane.list_models()}
 
 
-@router.get("/{name}", responses=ERRORS, summary="One model: state, versions, manifest summary")
-async def model_detail(name: str, data_plane: DataPlaneDep) -> dict[str, Any]:
+@router.get(
+    "/{name}",
+    responses=errors(400, 404),
+    summary="One model: state, versions, manifest summary, last load error",
+)
+async def model_detail(data_plane: DataPlaneDep, name: str = NameP) -> dict[str, Any]:
     return data_plane.model_detail(name)
 
 
 @router.post(
     "/{name}/load",
-    responses=ERRORS,
+    responses=errors(400, 401, 404, 422),
     summary="Load or reload a model version (the old one serves until the new one is warm)",
 )
 async def load_model(
-    name: str,
     data_plane: DataPlaneDep,
-    version: int | None = Query(None, description="Version to load; default: the newest."),
+    name: str = NameP,
+    version: int | None = Query(
+        None, description="Version to load; default: the newest.", ge=1, le=MAX_VERSION
+    ),
     authorization: str | None = AuthH,
 ) -> dict[str, Any]:
     return await data_plane.load_model(name, version, authorization)
 
 
-@router.post("/{name}/unload", responses=ERRORS, summary="Unload a model after its requests")
+@router.post(
+    "/{name}/unload", responses=errors(400, 401, 404), summary="Unload a model after its requests"
+)
 async def unload_model(
-    name: str, data_plane: DataPlaneDep, authorization: str | None = AuthH
+    data_plane: DataPlaneDep, name: str = NameP, authorization: str | None = AuthH
 ) -> dict[str, Any]:
     return await data_plane.unload_model(name, authorization)
