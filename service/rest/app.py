@@ -5,21 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi_offline import FastAPIOffline
 
 from service import __version__
 from service.inference import DataPlane
 from service.rest.errors import install_error_handlers
 from service.rest.routers import health, inference, models
 from service.settings import Settings
-from service.web import install_web
+from service.web import install_docs, install_web
 
-__all__ = ["DOCS_ASSETS_URL", "create_app"]
-
-#: Where the Swagger UI and ReDoc files (shipped by the fastapi-offline package) are served.
-DOCS_ASSETS_URL = "/docs-assets"
-#: No call to the online spec validator (Swagger UI's default off localhost).
-SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
+__all__ = ["create_app"]
 
 
 def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
@@ -31,17 +25,15 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
         "segmentation. Errors are JSON "
         '`{"error": {"type", "message"}}`. The page for people is at [/](/).',
     }
+    # The docs routes are our own (service.web.docs): Swagger UI and ReDoc from local files.
+    app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.enable_docs else None,
+        **meta,
+    )
     if settings.enable_docs:
-        # Swagger UI at /docs and ReDoc at /redoc from local files: they work offline.
-        app = FastAPIOffline(
-            docs_url="/docs",
-            redoc_url="/redoc",
-            static_url=DOCS_ASSETS_URL,
-            swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
-            **meta,
-        )
-    else:
-        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **meta)
+        install_docs(app)
     app.state.data_plane = data_plane
     app.state.settings = settings
     install_error_handlers(app)
