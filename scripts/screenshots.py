@@ -21,7 +21,9 @@ from tests.web.browser import DESKTOP, PHONE, launch, scene_png, serving_stack  
 OUT = ROOT / "docs" / "screenshots"
 #: (task, scene index) chosen to show each task's picture well.
 SCENES = {"classification": 3, "detection": 10, "segmentation": 2}
-#: Where each shot starts: the whole page on a desktop, the result on a phone.
+#: The detection shot moves the score slider here (the page filters without a new request).
+DETECTION_SCORE = "0.45"
+#: The whole page on a desktop; on a phone, the page from the top to the end of the result.
 VIEWS = {"desktop": DESKTOP, "phone": PHONE}
 
 
@@ -47,9 +49,20 @@ def main() -> int:
                     ],
                 )
                 page.wait_for_selector("#result[data-state='done']")
+                if task == "detection":
+                    page.eval_on_selector(
+                        "#score-slider",
+                        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }",
+                        DETECTION_SCORE,
+                    )
+                page.evaluate("document.activeElement.blur()")
                 path = OUT / f"{task}-{view}.png"
                 if view == "phone":
-                    page.locator("#result").screenshot(path=str(path))
+                    box = page.locator("#result").bounding_box()
+                    assert box is not None
+                    bottom = box["y"] + box["height"] + 12
+                    clip = {"x": 0, "y": 0, "width": viewport["width"], "height": bottom}
+                    page.screenshot(path=str(path), full_page=True, clip=clip)
                 else:
                     page.screenshot(path=str(path), full_page=True)
                 print(f"wrote {path.relative_to(ROOT)}")
