@@ -616,7 +616,14 @@ def test_letterbox_preprocess_is_the_training_preprocess(width: int, height: int
 def test_task_parameters_and_manifest_checks(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     task = DetectionTask(_manifest("d", "detection", "onnx"), DET_LABELS, settings)
-    assert task.parse_params({}).model_dump() == {"score_threshold": 0.3, "max_detections": 100}
+    assert task.parse_params({}).model_dump() == {
+        "score_threshold": 0.3,
+        "max_detections": 100,
+        "return_overlay": False,
+    }
+    assert task.parse_params({"return_overlay": True}).return_overlay is True
+    with pytest.raises(InvalidInput, match="return_overlay"):
+        task.parse_params({"return_overlay": "yes"})
     edge = task.parse_params({"score_threshold": 1, "max_detections": 1000})
     assert (edge.score_threshold, edge.max_detections) == (1.0, 1000)
     assert task.parse_params({"score_threshold": 0.0, "max_detections": "7"}).max_detections == 7
@@ -630,7 +637,11 @@ def test_task_parameters_and_manifest_checks(tmp_path: Path) -> None:
         postprocessing={"score_threshold": 0.5, "max_detections": 5, "pre_nms_top_k": 50},
     )
     limited = DetectionTask(custom, DET_LABELS, settings)
-    assert limited.parse_params({}).model_dump() == {"score_threshold": 0.5, "max_detections": 5}
+    assert limited.parse_params({}).model_dump() == {
+        "score_threshold": 0.5,
+        "max_detections": 5,
+        "return_overlay": False,
+    }
     with pytest.raises(InvalidInput, match="1 to 50"):
         limited.parse_params({"max_detections": 51})
 

@@ -1,7 +1,7 @@
 // Where images come from: the file chooser, drag and drop, paste, or a camera snapshot.
 // Each calls onImage(blob, description).
 
-const $ = (id) => document.getElementById(id);
+import { $ } from "./dom.js";
 
 function firstImage(items) {
   for (const item of items || []) {

@@ -13,8 +13,8 @@ import {
   renderTimings,
   setMaskOpacity,
 } from "./render.js";
+import { $ } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const TASKS = ["classification", "detection", "segmentation"];
 const TASK_NAMES = { classification: "Classification", detection: "Detection", segmentation: "Segmentation" };
 

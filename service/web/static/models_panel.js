@@ -2,15 +2,8 @@
 
 import { loadModel, unloadModel } from "./api.js";
 import { showError, hideError } from "./feedback.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function modelCard(model, act) {
   const card = el("li", "model-card");

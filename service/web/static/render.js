@@ -2,15 +2,8 @@
 // its legend, and the server's time per stage.
 
 import { classColour, css, detectionColour, textOn } from "./palette.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function swatch(colour) {
   const node = el("span", "swatch");
