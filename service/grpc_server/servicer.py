@@ -119,6 +119,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             params["score_threshold"] = request.score_threshold
         if request.HasField("max_detections"):
             params["max_detections"] = request.max_detections
+        params["return_overlay"] = request.return_overlay
         result = await _guard(context, lambda: self._infer("detection", request, params, context))
         assert isinstance(result.result, DetectionResult)
         return pb.DetectResponse(
@@ -137,6 +138,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             ],
             timings=_timings(result.timings_ms),
             batch_size=result.batch_size,
+            overlay_png=result.result.overlay_png or b"",
         )
 
     async def Segment(self, request: Any, context: Any) -> Any:

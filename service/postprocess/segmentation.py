@@ -14,12 +14,14 @@ result is a class-index mask of the original ``W0 x H0`` size.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from service.errors import InvalidInput
+from service.postprocess.drawing import LegendEntry, encode_png, with_legend
 from service.postprocess.geometry import LetterboxMeta, fit_within, to_rgb_array
 
 __all__ = [
@@ -29,11 +31,13 @@ __all__ = [
     "Segmentation",
     "class_shares",
     "colorize",
+    "legend_entries",
     "logits_to_mask",
     "make_palette",
     "mask_to_png",
     "overlay",
     "overlay_png",
+    "overlay_with_legend_png",
     "png_to_mask",
     "postprocess_segmentation",
 ]
@@ -256,3 +260,35 @@ def overlay_png(
     buf = io.BytesIO()
     Image.fromarray(overlay(image, mask, alpha, palette)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def legend_entries(
+    shares: Sequence[float], labels: Sequence[str], palette: np.ndarray
+) -> list[LegendEntry]:
+    """The classes present (background excepted), largest share first, as legend lines."""
+    present = [c for c in range(1, len(labels)) if shares[c] > 0]
+    present.sort(key=lambda c: (-shares[c], c))
+    return [
+        LegendEntry(
+            colour=(int(palette[c][0]), int(palette[c][1]), int(palette[c][2])),
+            text=f"{labels[c]}: {100.0 * shares[c]:.1f} %",
+        )
+        for c in present
+    ]
+
+
+def overlay_with_legend_png(
+    image: Image.Image | np.ndarray,
+    mask: np.ndarray,
+    shares: Sequence[float],
+    labels: Sequence[str],
+    alpha: float = 0.5,
+    palette: np.ndarray | None = None,
+) -> bytes:
+    """The ``overlay`` (unchanged, top left) above a legend of the classes and their shares."""
+    if palette is None:
+        palette = make_palette(len(labels))
+    blended = Image.fromarray(overlay(image, mask, alpha, palette))
+    entries = legend_entries(shares, labels, palette)
+    title = "share of the pixels" if entries else "no class found (all background)"
+    return encode_png(with_legend(blended, entries, title))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from service import __version__
@@ -12,24 +14,31 @@ from service.rest.openapi import install_openapi
 from service.rest.routers import health, inference, models
 from service.settings import Settings
 from service.v2 import rest as v2_rest
+from service.web import install_docs, install_web
 
 __all__ = ["create_app"]
 
 
 def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
     """The REST app serving ``data_plane`` (shared with the gRPC server)."""
-    docs = settings.enable_docs
-    app = FastAPI(
-        title="care-serve",
-        version=__version__,
-        description="CARE vision transformers on CPUs: classification, detection and "
+    meta: dict[str, Any] = {
+        "title": "care-serve",
+        "version": __version__,
+        "description": "CARE vision transformers on CPUs: classification, detection and "
         "segmentation. Errors are JSON "
         '`{"error": {"type", "message", "request_id"}}`; under `/v2` (the Open Inference '
-        'Protocol, KServe v2 / Triton) they are the protocol\'s `{"error": "message"}`.',
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
+        'Protocol, KServe v2 / Triton) they are the protocol\'s `{"error": "message"}`. The '
+        "page for people is at [/](/).",
+    }
+    # The docs routes are our own (service.web.docs): Swagger UI and ReDoc from local files.
+    app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.enable_docs else None,
+        **meta,
     )
+    if settings.enable_docs:
+        install_docs(app)
     app.state.data_plane = data_plane
     app.state.settings = settings
     install_error_handlers(app)
@@ -37,6 +46,7 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(v2_rest.router)
+    install_web(app)
     install_openapi(app, settings)
     app.add_middleware(AccessLogMiddleware)
     return app

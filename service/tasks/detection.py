@@ -11,6 +11,10 @@ Manifest ``postprocessing`` (all optional): ``score_threshold`` (0.3),
 ``nms_iou`` (0.6), ``max_detections`` (100, the default per request),
 ``pre_nms_top_k`` (1000, also the largest ``max_detections`` a request may ask
 for), ``strides`` ([8, 16, 32]).
+
+On request (``return_overlay``) the task also draws the boxes, each with its
+label and score, on the image, with the count per class in a strip below it
+(``service.postprocess.drawing``).
 """
 
 from __future__ import annotations
@@ -21,8 +25,16 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.errors import InferenceError, ModelStoreError
+from service.errors import InferenceError, InvalidInput, ModelStoreError
 from service.postprocess.detection import DETECTION_STRIDES, make_points, postprocess_detections
+from service.postprocess.drawing import (
+    LegendEntry,
+    detection_palette,
+    draw_boxes,
+    encode_png,
+    with_legend,
+)
+from service.postprocess.segmentation import make_palette
 from service.settings import Settings
 from service.store.manifest import Manifest
 from service.tasks.dense import DenseMeta, DenseTask, parse_config, parse_number
@@ -67,6 +79,7 @@ class DetectionParams(BaseModel):
 
     score_threshold: float = Field(description="Minimum score of a returned detection.")
     max_detections: int = Field(description="At most this many detections, best first.")
+    return_overlay: bool = Field(False, description="Also draw the boxes on the image (PNG).")
 
 
 class Detection(BaseModel):
@@ -82,9 +95,15 @@ class Detection(BaseModel):
 
 
 class DetectionResult(BaseModel):
-    """Detections, highest score first."""
+    """Detections, highest score first, and on request the image with the boxes drawn."""
 
     detections: list[Detection]
+    overlay_png: bytes | None = Field(
+        None,
+        exclude=True,
+        description="RGB PNG (when asked for): the image with each box, label and score "
+        "drawn, unchanged in size at the top, and the count per class in a strip below.",
+    )
 
 
 class DetectionTask(DenseTask):
@@ -104,6 +123,10 @@ class DetectionTask(DenseTask):
             )
         points, _ = make_points(manifest.input.height, manifest.input.width, self.config.strides)
         self.num_points = int(points.shape[0])
+        self.colours = [
+            (int(r), int(g), int(b))
+            for r, g, b in detection_palette(make_palette(manifest.num_classes + 1))
+        ]
 
     @property
     def max_detections_limit(self) -> int:
@@ -121,7 +144,14 @@ class DetectionTask(DenseTask):
             limit,
             integer=True,
         )
-        return DetectionParams(score_threshold=score, max_detections=int(max_dets))
+        overlay = params.get("return_overlay", False)
+        if overlay is None:
+            overlay = False
+        if not isinstance(overlay, bool):
+            raise InvalidInput(f"return_overlay must be true or false, got {overlay!r}")
+        return DetectionParams(
+            score_threshold=score, max_detections=int(max_dets), return_overlay=overlay
+        )
 
     def postprocess(
         self, outputs: Mapping[str, np.ndarray], meta: PreprocessMeta, params: Any
@@ -149,16 +179,35 @@ class DetectionTask(DenseTask):
             strides=self.config.strides,
         )
         labels = self.labels
-        return DetectionResult(
-            detections=[
-                Detection(
-                    label=labels[c],
-                    class_id=c,
-                    score=s,
-                    box=(b[0], b[1], b[2], b[3]),
-                )
-                for b, s, c in zip(
-                    dets.boxes.tolist(), dets.scores.tolist(), dets.class_ids.tolist(), strict=True
-                )
-            ]
+        detections = [
+            Detection(label=labels[c], class_id=c, score=s, box=(b[0], b[1], b[2], b[3]))
+            for b, s, c in zip(
+                dets.boxes.tolist(), dets.scores.tolist(), dets.class_ids.tolist(), strict=True
+            )
+        ]
+        overlay = self.draw(meta, detections) if params.return_overlay else None
+        return DetectionResult(detections=detections, overlay_png=overlay)
+
+    def draw(self, meta: DenseMeta, detections: list[Detection]) -> bytes:
+        """The image with the boxes drawn and a count per class below it, as a PNG.
+
+        The image may be smaller than the one sent (``max_output_pixels``): boxes,
+        in the sent image's pixels, are scaled to it.
+        """
+        sx, sy = meta.image.width / meta.orig_width, meta.image.height / meta.orig_height
+        drawn = draw_boxes(
+            meta.image,
+            [[d.box[0] * sx, d.box[1] * sy, d.box[2] * sx, d.box[3] * sy] for d in detections],
+            [f"{d.label} {d.score:.2f}" for d in detections],
+            [self.colours[d.class_id] for d in detections],
         )
+        counts: dict[int, int] = {}
+        for d in detections:
+            counts[d.class_id] = counts.get(d.class_id, 0) + 1
+        entries = [
+            LegendEntry(self.colours[c], f"{self.labels[c]}: {n}")
+            for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        n = len(detections)
+        title = f"{n} detection{'s' if n != 1 else ''}" if n else "no detection"
+        return encode_png(with_legend(drawn, entries, title))

@@ -9,7 +9,8 @@ aspect ratio) in numpy/Pillow
 (``service.postprocess.segmentation``), encoded as a single-channel PNG of class
 indices, and summarised as each class's share of the pixels. On request the
 task also renders a colour overlay (the image blended with the VOC palette;
-background pixels unchanged).
+background pixels unchanged) with a legend strip below the image: each class
+present, its colour and its share of the pixels.
 
 Manifest ``postprocessing`` (all optional): ``exact`` (false: when the image was
 shrunk for the network the mask is computed at the network's resolution and
@@ -30,7 +31,7 @@ from service.postprocess.segmentation import (
     SEGMENTATION_OUTPUT_STRIDE,
     make_palette,
     mask_to_png,
-    overlay_png,
+    overlay_with_legend_png,
     postprocess_segmentation,
 )
 from service.settings import Settings
@@ -83,7 +84,11 @@ class SegmentationResult(BaseModel):
         description="Single-channel PNG of class indices: the original size, or at most "
         "max_output_pixels (same aspect ratio)."
     )
-    overlay_png: bytes | None = Field(None, description="RGB PNG overlay (when asked for).")
+    overlay_png: bytes | None = Field(
+        None,
+        description="RGB PNG overlay (when asked for): the image with the mask blended in, "
+        "unchanged in size at the top, and a legend strip below it.",
+    )
 
 
 class SegmentationTask(DenseTask):
@@ -143,7 +148,14 @@ class SegmentationTask(DenseTask):
         )
         overlay = None
         if params.return_overlay:
-            overlay = overlay_png(meta.image, seg.mask, self.config.overlay_alpha, self.palette)
+            overlay = overlay_with_legend_png(
+                meta.image,
+                seg.mask,
+                seg.shares.tolist(),
+                self.labels,
+                self.config.overlay_alpha,
+                self.palette,
+            )
         return SegmentationResult(
             class_names=list(self.labels),
             class_shares=[

@@ -35,6 +35,7 @@ from service.models.detection import DETECTION_OUTPUT_NAMES, CAREDetector
 from service.models.export import export_onnx
 from service.models.segmentation import SEGMENTATION_OUTPUT_NAMES, CARESegmenter
 from service.postprocess.detection import postprocess_detections
+from service.postprocess.drawing import detection_palette
 from service.postprocess.geometry import preprocess
 from service.postprocess.segmentation import make_palette, overlay, postprocess_segmentation
 from service.server import BackgroundStack
@@ -229,6 +230,13 @@ def decode_png(data: bytes) -> Image.Image:
         return image.copy()
 
 
+def legend_colours(strip: np.ndarray) -> set[tuple[int, ...]]:
+    """The colours of a legend strip that are not greys (its text and background are)."""
+    pixels = strip.reshape(-1, 3)
+    coloured = pixels[(pixels.max(axis=1) - pixels.min(axis=1)) > 0]
+    return {tuple(int(v) for v in p) for p in np.unique(coloured, axis=0)}
+
+
 def post(stack: BackgroundStack, path: str, data: bytes, **params: Any) -> httpx.Response:
     return httpx.post(f"{stack.http_url}{path}", params=params, content=data, timeout=30)
 
@@ -327,6 +335,46 @@ def test_detect_parameters_and_exif_orientation(stack: BackgroundStack, stub: An
         assert 0 <= d["box"][0] < d["box"][2] <= 200 and 0 <= d["box"][1] < d["box"][3] <= 300
 
 
+@pytest.mark.parametrize(("width", "height"), [(200, 60), (37, 291), (640, 480)])
+def test_detect_overlay_draws_the_answered_boxes_over_both_transports(
+    stack: BackgroundStack, stub: Any, width: int, height: int
+) -> None:
+    data = scene_png(width, height, seed=height)
+    params = {"model": "det", "score_threshold": 0.0, "max_detections": 6}
+    dets = post(stack, "/detect", data, **params).json()["detections"]
+    assert dets
+    over = post(stack, "/detect", data, format="overlay", **params)
+    assert over.status_code == 200 and over.headers["content-type"] == "image/png"
+    assert (over.headers["x-model"], over.headers["x-model-version"]) == ("det", "1")
+    pretty = np.asarray(decode_png(over.content))
+    assert pretty.shape[0] > height and pretty.shape[1] >= width
+
+    # Outside the rows of each box and of the caption above it, the image is unchanged
+    # (a caption may be shifted left to stay in the image, or sit inside a box at the top).
+    image, drawn = rgb_of(data), pretty[:height, :width]
+    free = np.ones((height, width), bool)
+    band = 40  # more than a caption's height at any image size
+    for d in dets:
+        _, y1, _, y2 = d["box"]
+        free[max(0, int(y1) - band) : max(int(y2) + 3, band)] = False
+    np.testing.assert_array_equal(drawn[free], image[free])
+    assert (drawn != image).any()
+    colours = detection_palette(make_palette(len(DET_LABELS) + 1))
+    assert legend_colours(pretty[height:]) == {tuple(colours[d["class_id"]]) for d in dets}
+
+    reply = stub.Detect(
+        pb.DetectRequest(
+            model="det", image=data, score_threshold=0.0, max_detections=6, return_overlay=True
+        ),
+        timeout=30,
+    )
+    np.testing.assert_array_equal(np.asarray(decode_png(reply.overlay_png)), pretty)
+    plain = stub.Detect(pb.DetectRequest(model="det", image=data), timeout=30)
+    assert plain.overlay_png == b""
+    bad = post(stack, "/detect", data, model="det", format="svg")
+    assert bad.status_code == 400 and "format" in bad.json()["error"]["message"]
+
+
 def test_detect_requests_batched_together_get_their_own_answers(
     stack: BackgroundStack, sessions: dict[str, Any]
 ) -> None:
@@ -399,11 +447,14 @@ def test_segment_mask_shares_png_and_overlay_over_both_transports(
 
     over = post(stack, "/segment", data, model="seg", format="overlay")
     assert over.status_code == 200 and over.headers["content-type"] == "image/png"
-    pretty = decode_png(over.content)
-    assert pretty.mode == "RGB" and pretty.size == (width, height)
-    expected = overlay(rgb_of(data), mask, 0.5, make_palette(len(SEG_LABELS)))
-    np.testing.assert_array_equal(np.asarray(pretty), expected)
-    np.testing.assert_array_equal(np.asarray(pretty)[mask == 0], rgb_of(data)[mask == 0])
+    pretty = np.asarray(decode_png(over.content))
+    assert pretty.ndim == 3 and pretty.shape[0] > height and pretty.shape[1] >= width
+    palette = make_palette(len(SEG_LABELS))
+    expected = overlay(rgb_of(data), mask, 0.5, palette)
+    np.testing.assert_array_equal(pretty[:height, :width], expected)  # the image, unchanged size
+    np.testing.assert_array_equal(pretty[:height, :width][mask == 0], rgb_of(data)[mask == 0])
+    present = {tuple(palette[c]) for c in range(1, len(SEG_LABELS)) if got[c] > 0}
+    assert legend_colours(pretty[height:]) == present  # the legend below: one swatch a class
 
     reply = stub.Segment(pb.SegmentRequest(model="seg", image=data), timeout=30)
     assert (reply.image_width, reply.image_height) == (width, height)
@@ -413,7 +464,7 @@ def test_segment_mask_shares_png_and_overlay_over_both_transports(
     with_overlay = stub.Segment(
         pb.SegmentRequest(model="seg", image=data, return_overlay=True), timeout=30
     )
-    np.testing.assert_array_equal(np.asarray(decode_png(with_overlay.overlay_png)), expected)
+    np.testing.assert_array_equal(np.asarray(decode_png(with_overlay.overlay_png)), pretty)
 
 
 # ---------------------------------------------------------------------------
@@ -568,7 +619,14 @@ def test_letterbox_preprocess_is_the_training_preprocess(width: int, height: int
 def test_task_parameters_and_manifest_checks(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     task = DetectionTask(_manifest("d", "detection", "onnx"), DET_LABELS, settings)
-    assert task.parse_params({}).model_dump() == {"score_threshold": 0.3, "max_detections": 100}
+    assert task.parse_params({}).model_dump() == {
+        "score_threshold": 0.3,
+        "max_detections": 100,
+        "return_overlay": False,
+    }
+    assert task.parse_params({"return_overlay": True}).return_overlay is True
+    with pytest.raises(InvalidInput, match="return_overlay"):
+        task.parse_params({"return_overlay": "yes"})
     edge = task.parse_params({"score_threshold": 1, "max_detections": 1000})
     assert (edge.score_threshold, edge.max_detections) == (1.0, 1000)
     assert task.parse_params({"score_threshold": 0.0, "max_detections": "7"}).max_detections == 7
@@ -582,7 +640,11 @@ def test_task_parameters_and_manifest_checks(tmp_path: Path) -> None:
         postprocessing={"score_threshold": 0.5, "max_detections": 5, "pre_nms_top_k": 50},
     )
     limited = DetectionTask(custom, DET_LABELS, settings)
-    assert limited.parse_params({}).model_dump() == {"score_threshold": 0.5, "max_detections": 5}
+    assert limited.parse_params({}).model_dump() == {
+        "score_threshold": 0.5,
+        "max_detections": 5,
+        "return_overlay": False,
+    }
     with pytest.raises(InvalidInput, match="1 to 50"):
         limited.parse_params({"max_detections": 51})
 

@@ -109,11 +109,13 @@ def test_masks_and_overlays_are_capped_at_max_output_pixels(bundled: BackgroundS
     assert abs(w / h - 1.5) < 0.02
     mask = Image.open(io.BytesIO(base64.b64decode(body["mask_png"])))
     assert mask.size == (w, h)
-    assert Image.open(io.BytesIO(overlay.content)).size == (w, h)
-    small = client_small = _big_png(200, 150)
+    overlay_w, overlay_h = Image.open(io.BytesIO(overlay.content)).size
+    assert overlay_w == w and h < overlay_h < h + 200  # the capped image, a legend below
     with httpx.Client(base_url=bundled.http_url, timeout=60) as client:
-        body = client.post("/segment", content=client_small).json()
-    assert (body["mask_width"], body["mask_height"]) == (200, 150), small[:0]
+        body = client.post("/segment", content=_big_png(200, 150)).json()
+        boxes = client.post("/detect?format=overlay&score_threshold=0", content=data)
+    assert (body["mask_width"], body["mask_height"]) == (200, 150)
+    assert Image.open(io.BytesIO(boxes.content)).size[0] == w  # detection overlays too
 
 
 # -- a tiny store: pools, deadlines, admission ----------------------------------------------

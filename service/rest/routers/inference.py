@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from service.inference import BodyReader, DataPlane
+from service.inference import BodyReader, DataPlane, InferenceResult
 from service.rest.body import read_image_bytes
 from service.rest.deps import DataPlaneDep
 from service.rest.schemas import (
@@ -19,6 +19,7 @@ from service.rest.schemas import (
     segment_response,
 )
 from service.store.manifest import NAME_PATTERN
+from service.tasks.detection import DetectionResult
 from service.tasks.segmentation import SegmentationResult
 
 __all__ = ["INFER_ERRORS", "MAX_VERSION", "errors", "router"]
@@ -113,12 +114,35 @@ async def classify(
     return classify_response(result)
 
 
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON (format=json), or a PNG (the other formats).",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+DetectFormat = Literal["json", "overlay"]
+DetectFormatQ = Query(
+    "json",
+    description="json: the detections as JSON; overlay: an RGB PNG for people, the image with "
+    "each box, label and score drawn and the count per class in a strip below it.",
+)
+
+
+def _png(png: bytes, result: InferenceResult, **headers: str) -> Response:
+    """A PNG answer; the headers name the model and version that made it."""
+    return Response(
+        content=png,
+        media_type="image/png",
+        headers={"X-Model": result.model, "X-Model-Version": str(result.version), **headers},
+    )
+
+
 @router.post(
     "/detect",
     response_model=DetectResponse,
-    responses=INFER_ERRORS,
+    responses={**PNG_RESPONSE, **INFER_ERRORS},
     openapi_extra=IMAGE_BODY,
-    summary="Detect objects: labelled boxes in pixels of the image sent",
+    summary="Detect objects: labelled boxes in pixels of the image sent, or a PNG of them",
 )
 async def detect(
     request: Request,
@@ -134,32 +158,35 @@ async def detect(
         description="At most this many detections, best first (default: the model's "
         "manifest; at most its pre_nms_top_k, 1000 by default).",
     ),
+    format: DetectFormat = DetectFormatQ,
     x_request_timeout_ms: float | None = TimeoutH,
-) -> DetectResponse:
-    params = {"score_threshold": score_threshold, "max_detections": max_detections}
+) -> Any:
+    params: dict[str, Any] = {"score_threshold": score_threshold, "max_detections": max_detections}
     result = await data_plane.infer(
         "detection",
         _body(request, data_plane),
         model=model,
         version=version,
-        params={k: v for k, v in params.items() if v is not None},
+        params={
+            **{k: v for k, v in params.items() if v is not None},
+            "return_overlay": format == "overlay",
+        },
         protocol="rest",
         timeout_s=_timeout_s(x_request_timeout_ms),
     )
-    return detect_response(result)
+    if format == "json":
+        return detect_response(result)
+    assert isinstance(result.result, DetectionResult)
+    assert result.result.overlay_png is not None
+    return _png(result.result.overlay_png, result)
 
 
 SegmentFormat = Literal["json", "png", "overlay"]
-PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "JSON (format=json), or the mask / overlay PNG (format=png / overlay).",
-        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-    }
-}
 FormatQ = Query(
     "json",
     description="json: JSON with the base64 mask PNG and class shares; png: the mask PNG itself "
-    "(class indices); overlay: an RGB PNG of the image blended with the mask colours, for people.",
+    "(class indices); overlay: an RGB PNG for people, the image blended with the mask colours and "
+    "a legend below it (each class present, its colour and share of the pixels).",
 )
 
 
@@ -192,9 +219,4 @@ async def segment(
     assert isinstance(result.result, SegmentationResult)
     png = result.result.overlay_png if format == "overlay" else result.result.mask_png
     assert png is not None
-    headers = {
-        "X-Model": result.model,
-        "X-Model-Version": str(result.version),
-        "X-Class-Names": ",".join(result.result.class_names),
-    }
-    return Response(content=png, media_type="image/png", headers=headers)
+    return _png(png, result, **{"X-Class-Names": ",".join(result.result.class_names)})

@@ -63,18 +63,20 @@ class ClassifyResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
 
 class DetectRequest(_message.Message):
-    __slots__ = ("model", "version", "image", "score_threshold", "max_detections")
+    __slots__ = ("model", "version", "image", "score_threshold", "max_detections", "return_overlay")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MAX_DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_OVERLAY_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     image: bytes
     score_threshold: float
     max_detections: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image: _Optional[bytes] = ..., score_threshold: _Optional[float] = ..., max_detections: _Optional[int] = ...) -> None: ...
+    return_overlay: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image: _Optional[bytes] = ..., score_threshold: _Optional[float] = ..., max_detections: _Optional[int] = ..., return_overlay: _Optional[bool] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
@@ -101,7 +103,7 @@ class Detection(_message.Message):
     def __init__(self, label: _Optional[str] = ..., class_id: _Optional[int] = ..., score: _Optional[float] = ..., box: _Optional[_Union[Box, _Mapping]] = ...) -> None: ...
 
 class DetectResponse(_message.Message):
-    __slots__ = ("model", "version", "image_width", "image_height", "detections", "timings", "batch_size")
+    __slots__ = ("model", "version", "image_width", "image_height", "detections", "timings", "batch_size", "overlay_png")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +111,7 @@ class DetectResponse(_message.Message):
     DETECTIONS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     image_width: int
@@ -116,7 +119,8 @@ class DetectResponse(_message.Message):
     detections: _containers.RepeatedCompositeFieldContainer[Detection]
     timings: Timings
     batch_size: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    overlay_png: bytes
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
     __slots__ = ("model", "version", "image", "return_overlay")

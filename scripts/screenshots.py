@@ -1,0 +1,75 @@
+"""Screenshots of the web page for each task, at desktop and phone size, into docs/screenshots/.
+
+Run ``.venv/bin/python scripts/screenshots.py`` (needs Debian's ``chromium`` and the
+``dev`` extra's Playwright, as the browser tests do). It starts the bundled model
+store on ephemeral loopback ports, sends one synthetic scene per task through
+the page and saves ``docs/screenshots/<task>-<desktop|phone>.png``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from tests.web.browser import DESKTOP, PHONE, launch, scene_png, serving_stack  # noqa: E402
+
+OUT = ROOT / "docs" / "screenshots"
+#: (task, scene index) chosen to show each task's picture well.
+SCENES = {"classification": 3, "detection": 10, "segmentation": 2}
+#: The detection shot moves the score slider here (the page filters without a new request).
+DETECTION_SCORE = "0.45"
+#: The whole page on a desktop; on a phone, the page from the top to the end of the result.
+VIEWS = {"desktop": DESKTOP, "phone": PHONE}
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with serving_stack() as stack, sync_playwright() as playwright:
+        browser = launch(playwright)
+        for view, viewport in VIEWS.items():
+            scale = 2 if view == "phone" else 1
+            page = browser.new_page(viewport=viewport, device_scale_factor=scale)
+            page.goto(stack.http_url + "/")
+            page.wait_for_selector("body[data-models='listed']")
+            for task, index in SCENES.items():
+                page.select_option("#model-select", f"{task}|")
+                page.set_input_files(
+                    "#file-input",
+                    files=[
+                        {
+                            "name": f"{task}-scene.png",
+                            "mimeType": "image/png",
+                            "buffer": scene_png(task, index),
+                        }
+                    ],
+                )
+                page.wait_for_selector("#result[data-state='done']")
+                if task == "detection":
+                    page.eval_on_selector(
+                        "#score-slider",
+                        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }",
+                        DETECTION_SCORE,
+                    )
+                page.evaluate("document.activeElement.blur()")
+                path = OUT / f"{task}-{view}.png"
+                if view == "phone":
+                    box = page.locator("#result").bounding_box()
+                    assert box is not None
+                    bottom = box["y"] + box["height"] + 12
+                    clip = {"x": 0, "y": 0, "width": viewport["width"], "height": bottom}
+                    page.screenshot(path=str(path), full_page=True, clip=clip)
+                else:
+                    page.screenshot(path=str(path), full_page=True)
+                print(f"wrote {path.relative_to(ROOT)}")
+            page.close()
+        browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+// Calls to this server's REST API. Every failure becomes an ApiError carrying the server's
+// own {"error": {"type", "message"}} when it sent one.
+
+export class ApiError extends Error {
+  constructor(status, type, message) {
+    super(message);
+    this.status = status;
+    this.type = type;
+  }
+}
+
+async function failure(response) {
+  let type = `HTTP ${response.status}`;
+  let message = response.statusText || "request failed";
+  const text = await response.text();
+  try {
+    const body = JSON.parse(text);
+    if (body && body.error && typeof body.error === "object") {
+      type = body.error.type || type;
+      message = body.error.message || message;
+    } else if (body && body.detail) {
+      message = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    }
+  } catch {
+    if (text) message = text.slice(0, 500);
+  }
+  return new ApiError(response.status, type, message);
+}
+
+async function call(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    throw new ApiError(0, "NetworkError", `the server did not answer (${err.message})`);
+  }
+  if (!response.ok) throw await failure(response);
+  return response.json();
+}
+
+/** GET /models: every model loaded or in the store. */
+export async function listModels() {
+  return (await call("/models")).models;
+}
+
+export const ENDPOINTS = { classification: "/classify", detection: "/detect", segmentation: "/segment" };
+
+/** POST the image to the task's endpoint; `params` become the query string. */
+export async function infer(task, image, { model = "", params = {} } = {}) {
+  const query = new URLSearchParams();
+  if (model) query.set("model", model);
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== "") query.set(key, String(value));
+  }
+  const qs = query.toString();
+  return call(`${ENDPOINTS[task]}${qs ? `?${qs}` : ""}`, {
+    method: "POST",
+    body: image,
+    headers: { "Content-Type": image.type || "application/octet-stream" },
+  });
+}
+
+function adminHeaders(token) {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+/** POST /models/{name}/load (optionally one version). */
+export async function loadModel(name, version, token) {
+  const qs = version ? `?version=${encodeURIComponent(version)}` : "";
+  return call(`/models/${encodeURIComponent(name)}/load${qs}`, {
+    method: "POST",
+    headers: adminHeaders(token),
+  });
+}
+
+/** POST /models/{name}/unload. */
+export async function unloadModel(name, token) {
+  return call(`/models/${encodeURIComponent(name)}/unload`, {
+    method: "POST",
+    headers: adminHeaders(token),
+  });
+}

@@ -1,0 +1,174 @@
+// The page's entry point: model choice, the image, running a request and drawing its answer.
+
+import { ENDPOINTS, infer, listModels } from "./api.js";
+import { hideError, showError } from "./feedback.js";
+import { setupImageInput } from "./image_input.js";
+import { renderModels } from "./models_panel.js";
+import {
+  clearResult,
+  filterDetections,
+  renderClassification,
+  renderDetection,
+  renderSegmentation,
+  renderTimings,
+  setMaskOpacity,
+} from "./render.js";
+import { $ } from "./dom.js";
+
+const TASKS = ["classification", "detection", "segmentation"];
+const TASK_NAMES = { classification: "Classification", detection: "Detection", segmentation: "Segmentation" };
+
+const state = {
+  image: null, // the Blob sent
+  imageUrl: null,
+  description: "",
+  answer: null, // the last successful answer
+  answerTask: null,
+  runs: 0, // requests started; an older answer arriving late is ignored
+};
+
+// ------------------------------------------------------------------ model choice
+
+function selection() {
+  const [task, model] = $("model-select").value.split("|");
+  return { task: task || "classification", model: model || "" };
+}
+
+function fillModelSelect(models) {
+  const select = $("model-select");
+  const previous = select.value;
+  select.replaceChildren();
+  const tasks = [...TASKS, ...new Set(models.map((m) => m.task).filter((t) => t && !TASKS.includes(t)))];
+  for (const task of tasks) {
+    const group = document.createElement("optgroup");
+    group.label = TASK_NAMES[task] || task;
+    const fallback = new Option(`${TASK_NAMES[task] || task}: default model`, `${task}|`);
+    fallback.disabled = !(task in ENDPOINTS);
+    group.append(fallback);
+    for (const m of models.filter((x) => x.task === task)) {
+      const version = m.loaded_version ? `v${m.loaded_version}` : `versions ${(m.versions || []).join(", ") || "none"}`;
+      const option = new Option(`${m.name} · ${version} · ${m.state}`, `${task}|${m.name}`);
+      option.disabled = !(task in ENDPOINTS);
+      group.append(option);
+    }
+    select.append(group);
+  }
+  if ([...select.options].some((o) => o.value === previous)) select.value = previous;
+  showTaskFields();
+}
+
+function showTaskFields() {
+  const { task } = selection();
+  for (const field of document.querySelectorAll("[data-task]")) field.hidden = field.dataset.task !== task;
+}
+
+async function refreshModels() {
+  try {
+    const models = await listModels();
+    fillModelSelect(models);
+    renderModels(models, refreshModels);
+  } catch (err) {
+    showError("models-error", err);
+  }
+  document.body.dataset.models = "listed"; // tests wait for this
+}
+
+// ------------------------------------------------------------------ running
+
+const threshold = () => Number($("score-slider").value);
+const opacity = () => Number($("opacity-slider").value);
+
+function taskParams(task) {
+  if (task === "classification") return { top_k: $("top-k").value };
+  // All boxes down to the slider's minimum: the slider then filters without a new request.
+  if (task === "detection") return { score_threshold: $("score-slider").min };
+  return {};
+}
+
+async function run() {
+  if (!state.image) {
+    $("status").textContent = "Choose, drop or paste an image first.";
+    return;
+  }
+  const { task, model } = selection();
+  const run = ++state.runs;
+  hideError("error");
+  $("result").setAttribute("aria-busy", "true");
+  $("result").dataset.state = "busy";
+  $("status").textContent = `Sending ${state.description} to ${model || `the default ${task} model`}…`;
+  try {
+    const answer = await infer(task, state.image, { model, params: taskParams(task) });
+    if (run !== state.runs) return;
+    await show(task, answer);
+    $("result").dataset.state = "done";
+  } catch (err) {
+    if (run !== state.runs) return;
+    state.answer = null;
+    $("result-body").hidden = true;
+    $("status").textContent = "The request failed.";
+    showError("error", err);
+    $("result").dataset.state = "error";
+  } finally {
+    if (run === state.runs) $("result").removeAttribute("aria-busy");
+  }
+}
+
+async function show(task, answer) {
+  clearResult();
+  state.answer = answer;
+  state.answerTask = task;
+  $("stage-image").alt = state.description;
+  // The stage keeps the image's aspect ratio, so the boxes and the mask stay on it at any size.
+  $("stage").style.setProperty("--aspect", String(answer.image_width / answer.image_height));
+  $("stage-caption").textContent =
+    `${state.description}, ${answer.image_width} × ${answer.image_height} px`;
+  $("result-body").hidden = false;
+  let summary;
+  if (task === "classification") summary = renderClassification(answer);
+  else if (task === "detection") summary = renderDetection(answer, threshold());
+  else summary = await renderSegmentation(answer, opacity());
+  renderTimings(answer.timings_ms);
+  const ms = answer.timings_ms.total;
+  $("status").textContent =
+    `${answer.model} v${answer.version}: ${summary} · ${ms.toFixed(1)} ms in the server`;
+}
+
+function setImage(blob, description) {
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  state.image = blob;
+  state.imageUrl = URL.createObjectURL(blob);
+  state.description = description;
+  $("stage-image").src = state.imageUrl;
+  $("run-button").disabled = false;
+  run();
+}
+
+// ------------------------------------------------------------------ wiring
+
+function wire() {
+  $("model-select").addEventListener("change", () => {
+    showTaskFields();
+    if (state.image) run();
+  });
+  $("run-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    run();
+  });
+  $("top-k").addEventListener("change", () => state.image && run());
+  $("score-slider").addEventListener("input", () => {
+    $("score-value").textContent = threshold().toFixed(2);
+    if (state.answer && state.answerTask === "detection") {
+      const summary = filterDetections(state.answer, threshold());
+      $("status").textContent = `${state.answer.model} v${state.answer.version}: ${summary}`;
+    }
+  });
+  $("opacity-slider").addEventListener("input", () => {
+    $("opacity-value").textContent = `${Math.round(opacity() * 100)} %`;
+    setMaskOpacity(opacity());
+  });
+  $("refresh-models").addEventListener("click", refreshModels);
+  setupImageInput(setImage);
+}
+
+wire();
+refreshModels();

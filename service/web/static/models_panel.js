@@ -1,0 +1,81 @@
+// The models panel: each model's state and versions, with load / unload buttons.
+
+import { loadModel, unloadModel } from "./api.js";
+import { showError, hideError } from "./feedback.js";
+import { $, el } from "./dom.js";
+
+
+function modelCard(model, act) {
+  const card = el("li", "model-card");
+  card.dataset.model = model.name;
+  card.dataset.state = model.state;
+  const head = el("div", "model-card-head");
+  head.append(el("h3", "", model.name), el("span", `badge state-${model.state}`, model.state));
+  card.append(head);
+
+  const facts = el("dl", "facts");
+  const add = (term, value) => {
+    if (value === undefined || value === null || value === "") return;
+    facts.append(el("dt", "", term), el("dd", "", String(value)));
+  };
+  add("Task", model.task);
+  add("Serving", model.loaded_version ? `version ${model.loaded_version}` : "not loaded");
+  add("Versions", (model.versions || []).join(", ") || "none on disk");
+  add("Backend", model.backend);
+  if (model.input) add("Input", `${model.input.width} × ${model.input.height}`);
+  card.append(facts);
+  const description = model.model_card && model.model_card.description;
+  if (description) card.append(el("p", "hint", description));
+  if (model.error) card.append(el("p", "model-error", model.error));
+
+  const actions = el("div", "model-actions");
+  const id = `version-${model.name}`;
+  const label = el("label", "", "Version");
+  label.htmlFor = id;
+  const select = el("select");
+  select.id = id;
+  for (const v of [...(model.versions || [])].reverse()) {
+    const option = el("option", "", `v${v}`);
+    option.value = String(v);
+    if (v === model.loaded_version) option.selected = true;
+    select.append(option);
+  }
+  const load = el("button", "", model.loaded_version ? "Reload" : "Load");
+  load.type = "button";
+  load.disabled = !(model.versions || []).length;
+  load.setAttribute("aria-label", `${load.textContent} ${model.name}`);
+  load.addEventListener("click", () => act("load", model.name, select.value));
+  const unload = el("button", "secondary", "Unload");
+  unload.type = "button";
+  unload.disabled = !model.loaded_version;
+  unload.setAttribute("aria-label", `Unload ${model.name}`);
+  unload.addEventListener("click", () => act("unload", model.name));
+  actions.append(label, select, load, unload);
+  card.append(actions);
+  return card;
+}
+
+/** Draw `models` in the panel; `refresh()` is called after a load or unload. */
+export function renderModels(models, refresh) {
+  const list = $("model-list");
+  const status = $("models-status");
+  const act = async (what, name, version) => {
+    hideError("models-error");
+    for (const button of list.querySelectorAll("button")) button.disabled = true;
+    status.textContent = what === "load" ? `Loading ${name} v${version}…` : `Unloading ${name}…`;
+    try {
+      const token = $("admin-token").value.trim();
+      const info = what === "load" ? await loadModel(name, version, token) : await unloadModel(name, token);
+      status.textContent =
+        what === "load"
+          ? `${name} v${info.loaded_version} is ${info.state}.`
+          : `${name} is ${info.state === "available" ? "unloaded" : info.state}.`;
+    } catch (err) {
+      status.textContent = "";
+      showError("models-error", err);
+    }
+    await refresh();
+  };
+  list.replaceChildren(...models.map((m) => modelCard(m, act)));
+  if (!models.length) list.append(el("li", "hint", "The model store is empty."));
+}

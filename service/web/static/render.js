@@ -1,0 +1,184 @@
+// Drawing an answer: top-k bars, boxes with a client-side score filter, a coloured mask with
+// its legend, and the server's time per stage.
+
+import { classColour, css, detectionColour, textOn } from "./palette.js";
+import { $, el } from "./dom.js";
+
+
+function swatch(colour) {
+  const node = el("span", "swatch");
+  node.setAttribute("aria-hidden", "true");
+  if (colour) node.style.backgroundColor = css(colour);
+  else node.classList.add("swatch-none");
+  return node;
+}
+
+export const percent = (x, digits = 1) => `${(100 * x).toFixed(digits)} %`;
+
+/** Hide every task's panel and overlay (before drawing a new answer). */
+export function clearResult() {
+  for (const id of ["classes-panel", "counts-panel", "legend-panel", "boxes", "mask-canvas"]) {
+    $(id).hidden = true;
+  }
+  $("bars").replaceChildren();
+  $("boxes").replaceChildren();
+  $("counts").replaceChildren();
+  $("legend").replaceChildren();
+}
+
+// ---------------------------------------------------------------- classification
+
+export function renderClassification(answer) {
+  const list = $("bars");
+  for (const p of answer.predictions) {
+    const item = el("li", "bar");
+    item.dataset.label = p.label;
+    item.dataset.probability = String(p.probability);
+    const fill = el("span", "bar-fill");
+    fill.style.width = `${Math.max(0, Math.min(1, p.probability)) * 100}%`;
+    const track = el("span", "bar-track");
+    track.setAttribute("aria-hidden", "true");
+    track.append(fill);
+    item.append(el("span", "bar-label", p.label), track, el("span", "bar-value", percent(p.probability)));
+    list.append(item);
+  }
+  $("classes-panel").hidden = false;
+  const top = answer.predictions[0];
+  return top ? `${top.label} (${percent(top.probability)})` : "no class";
+}
+
+// ---------------------------------------------------------------- detection
+
+export function renderDetection(answer, threshold) {
+  const layer = $("boxes");
+  const { image_width: w, image_height: h } = answer;
+  // Lowest score first, so the best boxes and their tags are drawn on top.
+  for (const d of [...answer.detections].reverse()) {
+    const [x1, y1, x2, y2] = d.box.map((v, i) => Math.max(0, Math.min(i % 2 ? h : w, v)));
+    const colour = detectionColour(d.class_id);
+    const box = el("div", "det-box");
+    box.dataset.label = d.label;
+    box.dataset.score = String(d.score);
+    box.style.left = `${(100 * x1) / w}%`;
+    box.style.top = `${(100 * y1) / h}%`;
+    box.style.width = `${(100 * (x2 - x1)) / w}%`;
+    box.style.height = `${(100 * (y2 - y1)) / h}%`;
+    box.style.borderColor = css(colour);
+    const tag = el("span", "det-tag", `${d.label} ${d.score.toFixed(2)}`);
+    tag.style.backgroundColor = css(colour);
+    tag.style.color = textOn(colour);
+    if (y1 / h < 0.08) tag.classList.add("inside");
+    box.append(tag);
+    layer.append(box);
+  }
+  layer.hidden = false;
+  $("counts-panel").hidden = false;
+  return filterDetections(answer, threshold);
+}
+
+/** Show only the boxes scoring at least `threshold`; update the count per class. */
+export function filterDetections(answer, threshold) {
+  const counts = new Map();
+  let shown = 0;
+  for (const box of $("boxes").children) {
+    const visible = Number(box.dataset.score) >= threshold;
+    box.hidden = !visible;
+    if (visible) {
+      shown += 1;
+      counts.set(box.dataset.label, (counts.get(box.dataset.label) || 0) + 1);
+    }
+  }
+  const byId = new Map(answer.detections.map((d) => [d.label, d.class_id]));
+  const list = $("counts");
+  list.replaceChildren();
+  const rows = [...counts.entries()].sort((a, b) => b[1] - a[1] || byId.get(a[0]) - byId.get(b[0]));
+  for (const [label, n] of rows) {
+    const item = el("li");
+    item.dataset.label = label;
+    item.dataset.count = String(n);
+    item.append(swatch(detectionColour(byId.get(label))), el("span", "legend-label", label), el("span", "legend-value", String(n)));
+    list.append(item);
+  }
+  const total = answer.detections.length;
+  $("counts-summary").textContent =
+    `${shown} of ${total} box${total === 1 ? "" : "es"} with a score of at least ${threshold.toFixed(2)}`;
+  return `${shown} box${shown === 1 ? "" : "es"}`;
+}
+
+// ---------------------------------------------------------------- segmentation
+
+async function decodeMask(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }), {
+    colorSpaceConversion: "none",
+    premultiplyAlpha: "none",
+  });
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  context.drawImage(bitmap, 0, 0);
+  return context.getImageData(0, 0, bitmap.width, bitmap.height);
+}
+
+export async function renderSegmentation(answer, opacity) {
+  const mask = await decodeMask(answer.mask_png);
+  const canvas = $("mask-canvas");
+  canvas.width = mask.width;
+  canvas.height = mask.height;
+  const context = canvas.getContext("2d");
+  const out = context.createImageData(mask.width, mask.height);
+  const colours = answer.class_names.map((_, c) => classColour(c));
+  for (let i = 0; i < mask.data.length; i += 4) {
+    const c = mask.data[i]; // grey value = class index (8-bit masks)
+    if (c === 0 || c >= colours.length) continue; // background stays transparent
+    const [r, g, b] = colours[c];
+    out.data[i] = r;
+    out.data[i + 1] = g;
+    out.data[i + 2] = b;
+    out.data[i + 3] = 255;
+  }
+  context.putImageData(out, 0, 0);
+  setMaskOpacity(opacity);
+  canvas.hidden = false;
+
+  const list = $("legend");
+  const present = answer.class_shares.filter((s) => s.share > 0);
+  present.sort((a, b) => (a.class_id === 0) - (b.class_id === 0) || b.share - a.share || a.class_id - b.class_id);
+  for (const s of present) {
+    const item = el("li");
+    item.dataset.label = s.label;
+    item.dataset.share = String(s.share);
+    const name = s.class_id === 0 ? `${s.label} (not coloured)` : s.label;
+    item.append(swatch(s.class_id === 0 ? null : classColour(s.class_id)), el("span", "legend-label", name), el("span", "legend-value", percent(s.share)));
+    list.append(item);
+  }
+  $("legend-panel").hidden = false;
+  const found = present.filter((s) => s.class_id !== 0).length;
+  return `${found} class${found === 1 ? "" : "es"} found`;
+}
+
+export function setMaskOpacity(opacity) {
+  $("mask-canvas").style.opacity = String(opacity);
+}
+
+// ---------------------------------------------------------------- timings
+
+const STAGES = ["decode", "preprocess", "queue", "compute", "postprocess", "total"];
+
+export function renderTimings(timings) {
+  const body = $("timings").tBodies[0];
+  body.replaceChildren();
+  const total = Math.max(timings.total || 0, 1e-9);
+  for (const stage of STAGES) {
+    const ms = Number(timings[stage] || 0);
+    const row = el("tr");
+    row.dataset.stage = stage;
+    if (stage === "total") row.className = "total";
+    const bar = el("span", "time-bar");
+    bar.style.width = `${Math.min(100, (100 * ms) / total)}%`;
+    const cell = el("td", "time-bar-cell");
+    cell.append(bar);
+    row.append(el("th", "", stage), el("td", "num", ms < 1 ? ms.toFixed(2) : ms.toFixed(1)), cell);
+    row.firstChild.scope = "row";
+    body.append(row);
+  }
+}
