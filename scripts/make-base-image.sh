@@ -48,11 +48,11 @@ rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache
 find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} + 2>/dev/null || true
 
 log "importing as $tag"
-tar -C "$root" --numeric-owner -c . | $ENGINE import \
+if [[ "$ENGINE" == podman ]]; then platform_arg=(--arch "$arch"); else platform_arg=(--platform "linux/$arch"); fi
+tar -C "$root" --numeric-owner -c . | $ENGINE import "${platform_arg[@]}" \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3"]' \
-    ${ENGINE_IMPORT_ARCH:+} $([[ "$ENGINE" == podman ]] && echo "--arch $arch") \
     - "$tag" >/dev/null
 $ENGINE image inspect --format '{{.Architecture}} {{.Size}}' "$tag" >&2
 echo "$tag"
