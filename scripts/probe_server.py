@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from service.grpc_gen.care_serve.v1 import inference_pb2, inference_pb2_grpc  # noqa: E402
+from service.grpc_gen.care_serve.v1 import inference_pb2, inference_pb2_grpc
 
 V2_DTYPES = {"FP32", "FP16", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "BOOL", "BYTES"}
 
@@ -177,7 +177,12 @@ class Prober:
         meta = expect_json("GET", f"{self.base}/v2/models/{model}")
         check(meta.get("name") == model, f"v2 metadata name: {meta.get('name')!r}")
         check(bool(meta.get("inputs")) and bool(meta.get("outputs")), "v2 metadata: no inputs")
-        request = {"inputs": [self.v2_input(spec) for spec in meta["inputs"]]}
+        # One input per request: the smallest numeric input the metadata lists (JSON carries
+        # BYTES as text, so an encoded image would need the binary extension).
+        numeric = [s for s in meta["inputs"] if s["datatype"] != "BYTES"]
+        check(bool(numeric), f"v2 metadata: no numeric input in {meta['inputs']}")
+        spec = min(numeric, key=lambda s: len(self.v2_input(s)["data"]))
+        request = {"inputs": [self.v2_input(spec)]}
         body = json.dumps(request).encode()
         url = f"{self.base}/v2/models/{model}/infer"
         out, ms = timed(lambda: expect_json("POST", url, body, "application/json"), self.repeat)
@@ -194,23 +199,36 @@ class Prober:
             flat = self.flatten(data)
             check(len(flat) == count, f"v2 output {tensor['name']}: {len(flat)} values, "
                                       f"shape {tensor['shape']} needs {count}")  # fmt: skip
+        grpc_live = self.v2_grpc_flag("ServerLive")
+        grpc_ready = self.v2_grpc_flag("ServerReady")
+        check(grpc_live and grpc_ready, f"v2 gRPC: live={grpc_live} ready={grpc_ready}")
         self.v2 = "served"
         names = ", ".join(f"{t['name']}{t['shape']}" for t in outputs)
-        return f"health ready, metadata, infer -> {names}"
+        return f"REST health, metadata, infer({spec['name']}) -> {names}; gRPC live+ready"
 
-    def v2_input(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """A v2 input tensor that follows the metadata: the image as BYTES, or a tensor."""
+    def v2_grpc_flag(self, method: str) -> bool:
+        """inference.GRPCInferenceService ServerLive/ServerReady without generated code: the
+        request is an empty message, the reply one bool field (tag 1): b"\\x08\\x01" = true."""
+        with grpc.insecure_channel(self.grpc_target) as channel:
+            call = channel.unary_unary(
+                f"/inference.GRPCInferenceService/{method}",
+                request_serializer=lambda raw: raw,
+                response_deserializer=lambda raw: raw,
+            )
+            reply = call(b"", timeout=10)
+        return bool(reply == b"\x08\x01")
+
+    @staticmethod
+    def v2_input(spec: dict[str, Any]) -> dict[str, Any]:
+        """A numeric v2 input tensor that follows the metadata (batch 1, free dims 64)."""
         dtype = spec["datatype"]
-        if dtype == "BYTES":
-            return {"name": spec["name"], "shape": [1], "datatype": "BYTES",
-                    "data": [base64.b64encode(self.image).decode()],
-                    "parameters": {"content_type": "base64"}}  # fmt: skip
         shape = [1 if i == 0 and int(d) < 0 else (64 if int(d) < 0 else int(d))
                  for i, d in enumerate(spec["shape"])]  # fmt: skip
         count = 1
         for dim in shape:
             count *= dim
-        return {"name": spec["name"], "shape": shape, "datatype": dtype, "data": [0.5] * count}
+        value: float | int = 0.5 if dtype.startswith("FP") else 1
+        return {"name": spec["name"], "shape": shape, "datatype": dtype, "data": [value] * count}
 
     @staticmethod
     def flatten(data: Any) -> list[Any]:

@@ -69,6 +69,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# QEMU before 10 shows emulated arm64 processes the host's x86 /proc/cpuinfo; onnxruntime then
+# crashes (in the build's import check too), so both get an ARM-format one.
+cpuinfo_mount=""
+if [[ "$emulated" == 1 && "$arch" == arm64 ]]; then
+    qemu_major=$(qemu-aarch64-static --version | sed -n 's/.*version \([0-9]*\).*/\1/p')
+    if [[ "${qemu_major:-0}" -lt 10 ]]; then
+        write_arm64_cpuinfo "$work/cpuinfo"
+        cpuinfo_mount="$work/cpuinfo:/proc/cpuinfo:ro"
+        log "QEMU $qemu_major: an ARM-format /proc/cpuinfo is mounted in the build and the container"
+    fi
+fi
+
 # ---- build ---------------------------------------------------------------------------------
 build_s="-"
 if [[ "$build" == 1 ]]; then
@@ -89,6 +101,7 @@ if [[ "$build" == 1 ]]; then
     cert="${PIP_CERT:-$(pip3 config get global.cert 2>/dev/null || true)}"
     if [[ "$ENGINE" == podman ]]; then
         args+=(--format docker --pull=never) # docker format keeps HEALTHCHECK
+        [[ -n "$cpuinfo_mount" ]] && args+=(-v "$cpuinfo_mount")
         if [[ -n "$cert" && -f "$cert" ]]; then
             args+=(-v "$cert:/etc/ssl/certs/host-ca.pem:ro" --build-arg PIP_CERT=/etc/ssl/certs/host-ca.pem)
         fi
@@ -120,16 +133,7 @@ fi
 run_args=(-d --name "$name" --platform "$platform"
     -p "127.0.0.1:$http_port:8000" -p "127.0.0.1:$grpc_port:50051"
     --read-only --tmpfs /tmp:rw,size=64m --tmpfs /home/care:rw,size=16m)
-if [[ "$emulated" == 1 && "$arch" == arm64 ]]; then
-    qemu_major=$(qemu-aarch64-static --version | sed -n 's/.*version \([0-9]*\).*/\1/p')
-    if [[ "${qemu_major:-0}" -lt 10 ]]; then
-        for i in $(seq 0 $(($(nproc) - 1))); do
-            printf 'processor\t: %d\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x3\nCPU part\t: 0xd0c\nCPU revision\t: 1\n\n' "$i"
-        done >"$work/cpuinfo"
-        run_args+=(-v "$work/cpuinfo:/proc/cpuinfo:ro")
-        log "QEMU $qemu_major: mounting an ARM-format /proc/cpuinfo"
-    fi
-fi
+[[ -n "$cpuinfo_mount" ]] && run_args+=(-v "$cpuinfo_mount")
 log "starting $name"
 t0=$(date +%s.%N)
 # (podman 4.3 logs that it cannot reach systemd for healthcheck timers: we run the check here)

@@ -84,3 +84,15 @@ host_arch() {
         *) uname -m ;;
     esac
 }
+
+# write_arm64_cpuinfo FILE: an ARM-format /proc/cpuinfo (a Cortex-A76-like core per host CPU),
+# to mount over /proc/cpuinfo of arm64 containers emulated by QEMU < 10, which otherwise show
+# the host's x86 file (onnxruntime's CPU detection then segfaults).
+write_arm64_cpuinfo() {
+    local i
+    for ((i = 0; i < $(nproc); i++)); do
+        printf 'processor\t: %d\nBogoMIPS\t: 50.00\n' "$i"
+        printf 'Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n'
+        printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n'
+    done >"$1"
+}
