@@ -4,7 +4,7 @@ Each peer in turn on the same model (CARE S0 with the fixture weights) and the
 same 640x480 JPEG, with the same closed-loop client, at each concurrency level
 over REST (and gRPC where the server has it). Writes ``peers.md`` (tables),
 ``peers.json`` (every latency) and ``throughput.png`` / ``latency.png`` to
-``--out``. Loopback only; every level is bounded in time and count; every server
+``--out`` (the servers' logs to ``--out/logs``). Loopback only; every level is bounded in time and count; every server
 is stopped at the end, also on errors and Ctrl-C.
 """
 
@@ -25,7 +25,7 @@ from benchmarks.peers.prepare import care_serve_store
 from benchmarks.peers.processes import PortAllocator, stop_all
 from benchmarks.peers.report import render_markdown, write_plots
 from benchmarks.peers.results import PeerRun, save_runs
-from benchmarks.peers.runner import bench_peer
+from benchmarks.peers.runner import bench_peer, keep_logs
 
 MAX_CONCURRENCY = 256
 DEFAULT_CHECKPOINT = REPO / "tests" / "fixtures" / "care_s0_official_fp16.pth.tar"
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.duration,
                     )
                 )
+                keep_logs(workdir, args.out / "logs", f"{index + 1}-{peer.key}")
         finally:
             stop_all()
     header = _header(args, load_before, os.getloadavg()[0])

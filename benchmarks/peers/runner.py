@@ -14,7 +14,7 @@ from benchmarks.peers.processes import PortAllocator, ServerProcess
 from benchmarks.peers.procfs import sample_tree
 from benchmarks.peers.results import PeerRun
 
-__all__ = ["bench_peer"]
+__all__ = ["bench_peer", "keep_logs"]
 
 
 async def _wait_ready(server: ServerProcess, probe: object, jpeg: bytes, timeout_s: float) -> None:
@@ -88,3 +88,14 @@ def bench_peer(
     finally:
         server.stop()
     return run
+
+
+def keep_logs(workdir: Path, dest: Path, key: str) -> None:
+    """Copy the server's output (and TorchServe's own logs) to ``dest``."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    sources = [workdir / "server.log", *sorted((workdir / "logs").glob("*.log"))]
+    for source in sources:
+        if source.is_file():
+            shutil.copyfile(source, dest / f"{key}-{source.name}")
