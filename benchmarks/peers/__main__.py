@@ -4,8 +4,9 @@ Each peer in turn on the same model (CARE S0 with the fixture weights) and the
 same 640x480 JPEG, with the same closed-loop client, at each concurrency level
 over REST (and gRPC where the server has it). Writes ``peers.md`` (tables),
 ``peers.json`` (every latency) and ``throughput.png`` / ``latency.png`` to
-``--out`` (the servers' logs to ``--out/logs``). Loopback only; every level is bounded in time and count; every server
-is stopped at the end, also on errors and Ctrl-C.
+``--out`` (the servers' logs to ``--out/logs``). Loopback only; every level is
+bounded in time and count; every server is stopped at the end, also on errors
+and Ctrl-C. ``--interleave`` is the A/B mode for variants on a shared machine.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from benchmarks.peers.prepare import care_serve_store
 from benchmarks.peers.processes import PortAllocator, stop_all
 from benchmarks.peers.report import render_markdown, write_plots
 from benchmarks.peers.results import PeerRun, save_runs
-from benchmarks.peers.runner import bench_peer, keep_logs
+from benchmarks.peers.runner import bench_interleaved, bench_peer, keep_logs
 
 MAX_CONCURRENCY = 256
 DEFAULT_CHECKPOINT = REPO / "tests" / "fixtures" / "care_s0_official_fp16.pth.tar"
@@ -53,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run care-serve with these environment variables (A/B in one run), e.g. "
         "spin:CARE_SERVE_ONNX_ALLOW_SPINNING=1",
     )  # fmt: skip
+    parser.add_argument(
+        "--interleave", type=int, default=0, metavar="ROUNDS",
+        help="A/B mode: start every server at once and cut each level into ROUNDS slices "
+        "that visit the servers in rotating order (start-up and memory are still measured "
+        "one by one)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench-results/peers"))
     parser.add_argument("--note", default="", help="a line for the report's header")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs (no matplotlib)")
@@ -61,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.duration, args.concurrency = 2.0, [1, 4]
     if not 0 < args.duration <= 120:
         parser.error("--duration must be in (0, 120] seconds")
+    if not 0 <= args.interleave <= 20:
+        parser.error("--interleave takes 0 (off) to 20 rounds")
     if not all(1 <= c <= MAX_CONCURRENCY for c in args.concurrency):
         parser.error(f"--concurrency levels must be 1..{MAX_CONCURRENCY}")
     return args
@@ -133,9 +142,20 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"importing {args.checkpoint.name} into a temporary store ...", flush=True)
             art = care_serve_store(args.checkpoint, args.arch, args.arch, root)
-            for index, peer in enumerate(peers):
+            if args.interleave:
+                runs = bench_interleaved(
+                    peers, art, ports, root, jpeg, args.protocols, args.concurrency,
+                    args.duration, args.interleave,
+                )  # fmt: skip
+                for index, peer in enumerate(peers):
+                    keep_logs(
+                        root / f"peer{index + 1}-{peer.key}",
+                        args.out / "logs",
+                        f"{index + 1}-{peer.key}",
+                    )
+            for index, peer in enumerate(peers if not args.interleave else []):
                 print(f"[{index + 1}/{len(peers)}] {peer.label}", flush=True)
-                workdir = root / f"peer{index}-{peer.key}"
+                workdir = root / f"peer{index + 1}-{peer.key}"
                 runs.append(
                     bench_peer(
                         peer,

@@ -18,6 +18,7 @@ from benchmarks.peers.load import encode_torchserve_request
 from benchmarks.peers.procfs import parse_stat, parse_vm_rss, sample_tree, tree_pids
 from benchmarks.peers.report import render_markdown
 from benchmarks.peers.results import LevelStats, PeerRun, load_runs, save_runs
+from benchmarks.peers.runner import merge_levels
 
 
 def _stat(
@@ -138,3 +139,16 @@ def test_variant_and_port_range_parsing() -> None:
         parse_ports("18400")
     with pytest.raises(ValueError, match="0 < first <= last"):
         parse_ports("18499-18400")
+
+
+def test_interleaved_rounds_merge_into_one_level() -> None:
+    parts = [
+        LevelStats("rest", 16, [10.0, 20.0], 1, 1.5, 0.4, 0.1),
+        LevelStats("rest", 16, [30.0], 0, 1.5, 0.2, 0.1),
+    ]
+    merged = merge_levels(parts)
+    assert merged.latencies_ms == [10.0, 20.0, 30.0] and merged.errors == 1
+    assert merged.throughput == pytest.approx(1.0)
+    assert merged.server_cpu_ms_per_request == pytest.approx(200.0)
+    unknown = merge_levels([parts[0], LevelStats("rest", 16, [5.0], 0, 1.0, None)])
+    assert unknown.server_cpu_s is None
