@@ -105,6 +105,8 @@ async def _run_clients(calls: list[Call], stats: LevelStats, duration: float) ->
             ok = await call()
             if ok:
                 stats.latencies_ms.append(1000.0 * (time.perf_counter() - t0))
+                if loop.time() <= end:
+                    stats.answered_in_window += 1
             else:
                 stats.errors += 1
                 await asyncio.sleep(0.01)  # a failing server must not turn this into a spin
@@ -112,6 +114,7 @@ async def _run_clients(calls: list[Call], stats: LevelStats, duration: float) ->
     started = loop.time()
     await asyncio.gather(*(client(call) for call in calls))
     stats.seconds = loop.time() - started
+    stats.window_s = end - started
 
 
 async def _measure(

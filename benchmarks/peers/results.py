@@ -24,6 +24,8 @@ class LevelStats:
     seconds: float = 0.0
     server_cpu_s: float | None = None
     client_cpu_s: float = 0.0
+    window_s: float = 0.0
+    answered_in_window: int = 0
 
     @property
     def answered(self) -> int:
@@ -31,7 +33,14 @@ class LevelStats:
 
     @property
     def throughput(self) -> float:
-        """Answered requests per second (errors do not count)."""
+        """Answers per second within the level's window (errors do not count).
+
+        ``seconds`` also covers the drain after the window (the requests still in flight
+        are awaited and their latencies kept); counting only answers inside the window
+        keeps slow servers at high concurrency from being under-rated by that tail.
+        """
+        if self.window_s > 0:
+            return self.answered_in_window / self.window_s
         return self.answered / self.seconds if self.seconds > 0 else 0.0
 
     def percentile(self, q: float) -> float:

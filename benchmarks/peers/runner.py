@@ -146,6 +146,8 @@ def merge_levels(parts: Sequence[LevelStats]) -> LevelStats:
         merged.errors += part.errors
         merged.seconds += part.seconds
         merged.client_cpu_s += part.client_cpu_s
+        merged.window_s += part.window_s
+        merged.answered_in_window += part.answered_in_window
     cpu = [p.server_cpu_s for p in parts]
     merged.server_cpu_s = None if any(c is None for c in cpu) else sum(c or 0.0 for c in cpu)
     return merged

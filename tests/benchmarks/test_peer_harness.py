@@ -73,6 +73,9 @@ def test_level_stats() -> None:
     assert stats.percentile(50) == pytest.approx(25.0)
     assert stats.server_cpu_ms_per_request == pytest.approx(75.0)
     assert stats.server_cores_busy == pytest.approx(0.15)
+    # Answers after the window (the drain of in-flight requests) count for latency only.
+    windowed = LevelStats("rest", 64, [5.0] * 30, seconds=2.5, window_s=2.0, answered_in_window=24)
+    assert windowed.throughput == pytest.approx(12.0)
     empty = LevelStats("grpc", 1)
     assert empty.throughput == 0.0 and math.isnan(empty.percentile(99))
     assert empty.server_cpu_ms_per_request is None and empty.server_cores_busy is None
@@ -143,12 +146,12 @@ def test_variant_and_port_range_parsing() -> None:
 
 def test_interleaved_rounds_merge_into_one_level() -> None:
     parts = [
-        LevelStats("rest", 16, [10.0, 20.0], 1, 1.5, 0.4, 0.1),
-        LevelStats("rest", 16, [30.0], 0, 1.5, 0.2, 0.1),
+        LevelStats("rest", 16, [10.0, 20.0], 1, 1.5, 0.4, 0.1, 1.0, 2),
+        LevelStats("rest", 16, [30.0], 0, 1.5, 0.2, 0.1, 1.0, 0),
     ]
     merged = merge_levels(parts)
     assert merged.latencies_ms == [10.0, 20.0, 30.0] and merged.errors == 1
-    assert merged.throughput == pytest.approx(1.0)
+    assert merged.throughput == pytest.approx(1.0)  # 2 answers in 2 s of windows
     assert merged.server_cpu_ms_per_request == pytest.approx(200.0)
     unknown = merge_levels([parts[0], LevelStats("rest", 16, [5.0], 0, 1.0, None)])
     assert unknown.server_cpu_s is None
