@@ -105,7 +105,7 @@ def write_plots(runs: Sequence[PeerRun], levels: Sequence[int], out_dir: Path) -
     import matplotlib.pyplot as plt
 
     written = []
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
     for run, protocol in _rows(runs):
         series = _series(run, protocol, levels)
         if series:
@@ -119,13 +119,13 @@ def write_plots(runs: Sequence[PeerRun], levels: Sequence[int], out_dir: Path) -
     ax.set_xticks(list(levels), [str(c) for c in levels])
     ax.set_title("Throughput against concurrency")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     written.append(out_dir / "throughput.png")
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     for ax, q in zip(axes, (50, 99), strict=True):
         for run, protocol in _rows(runs):
             series = _series(run, protocol, levels)
@@ -141,7 +141,7 @@ def write_plots(runs: Sequence[PeerRun], levels: Sequence[int], out_dir: Path) -
         ax.set_title(f"p{q} latency (ms)")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("ms")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     written.append(out_dir / "latency.png")
     fig.savefig(written[-1], dpi=110)
