@@ -15,6 +15,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import signal
 import sys
 import tempfile
@@ -106,9 +107,9 @@ def _header(args: argparse.Namespace, load_before: float, load_after: float) -> 
         pass
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"`{' '.join(['python -m benchmarks.peers', *sys.argv[1:]])}`",
+        f"`{shlex.join(['python', '-m', 'benchmarks.peers', *sys.argv[1:]])}`",
         "",
-        f"{stamp}; {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"Finished {stamp}; {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
         f"onnxruntime {onnxruntime.__version__}; CARE {args.arch}, {args.checkpoint.name}, "
         f"JPEG 640x480; {args.duration:g} s per level, closed loop, client on the same cores; "
         f"load average {load_before:.1f} before, {load_after:.1f} after.",
