@@ -26,7 +26,7 @@ from benchmarks.peers.peers import PEER_KEYS, REPO, Peer, make_peer
 from benchmarks.peers.prepare import care_serve_store
 from benchmarks.peers.processes import PortAllocator, stop_all
 from benchmarks.peers.report import render_markdown, write_plots
-from benchmarks.peers.results import PeerRun, save_runs
+from benchmarks.peers.results import PeerRun, load_runs, save_runs
 from benchmarks.peers.runner import bench_interleaved, bench_peer, keep_logs
 
 MAX_CONCURRENCY = 256
@@ -63,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench-results/peers"))
     parser.add_argument("--note", default="", help="a line for the report's header")
+    parser.add_argument(
+        "--render", type=Path, default=None, metavar="PEERS_JSON",
+        help="only re-render the tables and plots of an earlier run's peers.json into --out",
+    )  # fmt: skip
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs (no matplotlib)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -119,8 +123,24 @@ def _header(args: argparse.Namespace, load_before: float, load_after: float) -> 
     return "\n".join(lines)
 
 
+def render_saved(path: Path, out: Path, plots: bool) -> int:
+    """Tables and plots again from ``peers.json`` (e.g. after a change of the report)."""
+    runs, meta = load_runs(path)
+    levels = sorted({stats.concurrency for run in runs for stats in run.levels})
+    markdown = render_markdown(runs, levels, str(meta.get("header", "")))
+    print(markdown)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "peers.md").write_text(markdown)
+    if plots:
+        for written in write_plots(runs, levels, out):
+            print(f"wrote {written}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        return render_saved(args.render, args.out, not args.no_plots)
     ports = parse_ports(args.ports)
     variants = [parse_variant(v) for v in args.care_serve_variant]
     peers: list[Peer] = []

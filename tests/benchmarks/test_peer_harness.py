@@ -69,12 +69,16 @@ def test_sample_tree_sums_cpu_and_memory_over_the_tree(tmp_path: Path) -> None:
 
 def test_level_stats() -> None:
     stats = LevelStats("rest", 4, [10.0, 20.0, 30.0, 40.0], errors=1, seconds=2.0, server_cpu_s=0.3)
-    assert stats.throughput == pytest.approx(2.0)
+    assert stats.throughput == pytest.approx(2.0)  # with errors: answers per second
+    # Without errors, Little's law: 4 clients, 25 ms mean latency = 160 req/s.
+    assert LevelStats("rest", 4, [10.0, 20.0, 30.0, 40.0], seconds=9.0).throughput == 160.0
     assert stats.percentile(50) == pytest.approx(25.0)
     assert stats.server_cpu_ms_per_request == pytest.approx(75.0)
     assert stats.server_cores_busy == pytest.approx(0.15)
     # Answers after the window (the drain of in-flight requests) count for latency only.
-    windowed = LevelStats("rest", 64, [5.0] * 30, seconds=2.5, window_s=2.0, answered_in_window=24)
+    windowed = LevelStats(
+        "rest", 64, [5.0] * 30, errors=2, seconds=2.5, window_s=2.0, answered_in_window=24
+    )
     assert windowed.throughput == pytest.approx(12.0)
     empty = LevelStats("grpc", 1)
     assert empty.throughput == 0.0 and math.isnan(empty.percentile(99))
@@ -84,8 +88,8 @@ def test_level_stats() -> None:
 def _runs() -> list[PeerRun]:
     care = PeerRun("care-serve", "care-serve", 2.5, 200 * 2**20, 230 * 2**20)
     care.levels = [
-        LevelStats("rest", 1, [10.0] * 50, 0, 1.0, 0.8),
-        LevelStats("grpc", 1, [8.0] * 60, 0, 1.0, 0.9),
+        LevelStats("rest", 1, [20.0] * 50, 0, 1.0, 0.8),
+        LevelStats("grpc", 1, [8.0] * 125, 0, 1.0, 0.9),
     ]
     broken = PeerRun("torchserve", "TorchServe", failure="TimeoutError: no answer after 300 s")
     return [care, broken]
@@ -94,9 +98,9 @@ def _runs() -> list[PeerRun]:
 def test_markdown_has_the_summary_the_levels_and_the_edge_cost() -> None:
     text = render_markdown(_runs(), [1, 4], header="shared machine, 3 other agents busy")
     assert text.startswith("shared machine, 3 other agents busy")
-    assert "| care-serve | REST | 50.0 / 10.0 | - |" in text
-    assert "| care-serve | gRPC | 60.0 / 8.0 | - |" in text
-    assert "| care-serve | REST | 1 | 50.0 | 10.0 | 10.0 | 0 | 16.0 | 0.80 |" in text
+    assert "| care-serve | REST | 50.0 / 20.0 | - |" in text
+    assert "| care-serve | gRPC | 125.0 / 8.0 | - |" in text
+    assert "| care-serve | REST | 1 | 50.0 | 20.0 | 20.0 | 0 | 16.0 | 0.80 |" in text
     assert "| care-serve | 2.5 | 200 | 230 |  |" in text
     assert "| TorchServe | - | - | - | TimeoutError: no answer after 300 s |" in text
 
