@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test lint typecheck bench bench-load protos clean
+.PHONY: setup serve test lint typecheck bench bench-load bench-peers protos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,14 +20,14 @@ serve: $(STAMP)
 
 ## Lint, type-check and run every test.
 test: $(STAMP)
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests benchmarks
+	$(BIN)/ruff format --check service tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests benchmarks
+	$(BIN)/ruff format --check service tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -39,6 +39,12 @@ bench: $(STAMP)
 ## Load benchmark of the running stack over REST and gRPC.
 bench-load: $(STAMP)
 	$(BIN)/care-serve bench-load
+
+## Peer benchmark: care-serve vs FastAPI + onnxruntime, FastAPI + torch, TorchServe.
+## Installs the `peers` extra (TorchServe needs Java 17). ARGS=--quick for a smoke run.
+bench-peers: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[peers]'
+	$(BIN)/python -m benchmarks.peers $(ARGS)
 
 ## Regenerate the gRPC code from protos/.
 protos: $(STAMP)

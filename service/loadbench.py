@@ -36,6 +36,7 @@ import numpy as np
 __all__ = [
     "EngineResult",
     "LevelResult",
+    "RawHttpClient",
     "make_jpeg",
     "measure_engine",
     "process_cpu_seconds",
@@ -205,7 +206,8 @@ class RawHttpClient:
     """A minimal keep-alive HTTP/1.1 client on asyncio streams.
 
     The benchmark measures the server, so the client must cost as little CPU as
-    possible on the same cores: one write per request, Content-Length bodies only.
+    possible on the same cores: one write per request; Content-Length and chunked
+    response bodies (``benchmarks/peers`` also loads other servers with it).
     """
 
     def __init__(self, url: str) -> None:
@@ -227,16 +229,30 @@ class RawHttpClient:
         self._writer.write(head.encode() + body)
         status_line = await self._reader.readline()
         status = int(status_line.split()[1])
-        length = 0
+        length, chunked = 0, False
         while True:
             line = await self._reader.readline()
             if line in (b"\r\n", b""):
                 break
             name, _, value = line.decode("latin-1").partition(":")
-            if name.strip().lower() == "content-length":
+            name = name.strip().lower()
+            if name == "content-length":
                 length = int(value)
-        await self._reader.readexactly(length)
+            elif name == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        if chunked:
+            await self._skip_chunks()
+        else:
+            await self._reader.readexactly(length)
         return status
+
+    async def _skip_chunks(self) -> None:
+        assert self._reader is not None
+        while True:
+            size = int((await self._reader.readline()).split(b";")[0], 16)
+            await self._reader.readexactly(size + 2)  # the chunk and its CRLF
+            if size == 0:
+                return
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -1,0 +1,89 @@
+"""CPU time and resident memory of a whole process tree, read from Linux ``/proc``.
+
+A peer server can be several processes (TorchServe: the CLI, a Java frontend and
+Python workers), so every figure is summed over the root process and all its
+descendants. CPU time includes ``cutime``/``cstime`` (children that exited and were
+reaped), so a delta between two samples stays right when a worker restarts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["TreeSample", "parse_stat", "parse_vm_rss", "sample_tree", "tree_pids"]
+
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class TreeSample:
+    """One reading of a process tree."""
+
+    pids: tuple[int, ...]
+    cpu_s: float
+    rss_bytes: int
+
+
+def parse_stat(text: str) -> tuple[int, int]:
+    """``(ppid, cpu ticks)`` from the text of ``/proc/PID/stat``.
+
+    The command name (field 2) may contain spaces and parentheses, so fields are
+    counted after its last ``)``: ppid is field 4, utime/stime/cutime/cstime 14-17.
+    """
+    rest = text.rsplit(")", 1)[1].split()
+    return int(rest[1]), sum(int(v) for v in rest[11:15])
+
+
+def parse_vm_rss(text: str) -> int:
+    """Resident bytes from the text of ``/proc/PID/status`` (0 for a kernel thread or zombie)."""
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _read_stats(proc: Path) -> dict[int, tuple[int, int]]:
+    stats: dict[int, tuple[int, int]] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stats[int(entry.name)] = parse_stat((entry / "stat").read_text())
+        except (OSError, IndexError, ValueError):
+            continue  # exited while we were reading
+    return stats
+
+
+def tree_pids(root: int, parents: dict[int, int]) -> tuple[int, ...]:
+    """``root`` and all its descendants, given each pid's parent (breadth first)."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    order: list[int] = []
+    queue, seen = [root], {root}
+    while queue and len(order) < 100_000:
+        pid = queue.pop(0)
+        order.append(pid)
+        for child in sorted(children.get(pid, ())):
+            if child not in seen:
+                seen.add(child)
+                queue.append(child)
+    return tuple(order)
+
+
+def sample_tree(root: int, proc: Path = PROC) -> TreeSample | None:
+    """CPU seconds and resident bytes of ``root``'s tree (None if ``root`` is gone)."""
+    stats = _read_stats(proc)
+    if root not in stats:
+        return None
+    pids = tree_pids(root, {pid: ppid for pid, (ppid, _) in stats.items()})
+    ticks = sum(stats[pid][1] for pid in pids if pid in stats)
+    rss = 0
+    for pid in pids:
+        try:
+            rss += parse_vm_rss((proc / str(pid) / "status").read_text())
+        except OSError:
+            continue
+    return TreeSample(pids, ticks / os.sysconf("SC_CLK_TCK"), rss)

@@ -1,0 +1,149 @@
+"""The peer benchmark's markdown tables and plots."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.peers.results import LevelStats, PeerRun
+
+__all__ = ["render_markdown", "write_plots"]
+
+PROTOCOL_NAMES = {"rest": "REST", "grpc": "gRPC"}
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f}"
+
+
+def _rows(runs: Sequence[PeerRun]) -> list[tuple[PeerRun, str]]:
+    return [(run, protocol) for run in runs for protocol in run.protocols]
+
+
+def summary_table(runs: Sequence[PeerRun], levels: Sequence[int]) -> str:
+    """Throughput req/s / p50 ms, one row per server and protocol, one column per level."""
+    head = "| server | protocol | " + " | ".join(f"c={c}" for c in levels) + " |"
+    lines = [head, "|---|---|" + "---:|" * len(levels)]
+    for run, protocol in _rows(runs):
+        cells = []
+        for c in levels:
+            stats = run.level(protocol, c)
+            cells.append(
+                "-" if stats is None else f"{stats.throughput:.1f} / {_num(stats.percentile(50))}"
+            )
+        lines.append(f"| {run.label} | {PROTOCOL_NAMES[protocol]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def detail_table(runs: Sequence[PeerRun], levels: Sequence[int]) -> str:
+    """Every level: throughput, p50, p99, errors, server CPU per request and cores busy."""
+    lines = [
+        "| server | protocol | concurrency | req/s | p50 ms | p99 ms | errors "
+        "| server CPU ms/req | server cores busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run, protocol in _rows(runs):
+        for c in levels:
+            stats = run.level(protocol, c)
+            if stats is None:
+                continue
+            lines.append(
+                f"| {run.label} | {PROTOCOL_NAMES[protocol]} | {c} | {stats.throughput:.1f} "
+                f"| {_num(stats.percentile(50))} | {_num(stats.percentile(99))} | {stats.errors} "
+                f"| {_num(stats.server_cpu_ms_per_request)} | {_num(stats.server_cores_busy, 2)} |"
+            )
+    return "\n".join(lines)
+
+
+def edge_table(runs: Sequence[PeerRun]) -> str:
+    """Start-up time and resident memory of each server's process tree."""
+    lines = [
+        "| server | start to first answer s | resident MiB, ready | resident MiB, after load "
+        "| note |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for run in runs:
+        note = run.failure or ""
+        lines.append(
+            f"| {run.label} | {_num(run.startup_s)} | {_mib(run.rss_ready_bytes)} "
+            f"| {_mib(run.rss_after_bytes)} | {note} |"
+        )
+    return "\n".join(lines)
+
+
+def render_markdown(runs: Sequence[PeerRun], levels: Sequence[int], header: str = "") -> str:
+    """All three tables, with ``header`` (what, where, when) above them."""
+    parts = [header.strip()] if header.strip() else []
+    parts += [
+        "Throughput req/s / p50 ms:",
+        summary_table(runs, levels),
+        "Every level (CPU: the server's whole process tree, from /proc):",
+        detail_table(runs, levels),
+        "Edge cost (resident memory: VmRSS summed over the server's process tree):",
+        edge_table(runs),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def _series(run: PeerRun, protocol: str, levels: Sequence[int]) -> list[LevelStats]:
+    found = [run.level(protocol, c) for c in levels]
+    return [s for s in found if s is not None and s.answered]
+
+
+def write_plots(runs: Sequence[PeerRun], levels: Sequence[int], out_dir: Path) -> list[Path]:
+    """``throughput.png`` and ``latency.png`` (p50 and p99) against concurrency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
+    for run, protocol in _rows(runs):
+        series = _series(run, protocol, levels)
+        if series:
+            ax.plot(
+                [s.concurrency for s in series],
+                [s.throughput for s in series],
+                marker="o",
+                label=f"{run.label} {PROTOCOL_NAMES[protocol]}",
+            )
+    ax.set(xscale="log", xlabel="concurrency (closed loop)", ylabel="requests / s")
+    ax.set_xticks(list(levels), [str(c) for c in levels])
+    ax.set_title("Throughput against concurrency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    written.append(out_dir / "throughput.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
+    for ax, q in zip(axes, (50, 99), strict=True):
+        for run, protocol in _rows(runs):
+            series = _series(run, protocol, levels)
+            if series:
+                ax.plot(
+                    [s.concurrency for s in series],
+                    [s.percentile(q) for s in series],
+                    marker="o",
+                    label=f"{run.label} {PROTOCOL_NAMES[protocol]}",
+                )
+        ax.set(xscale="log", yscale="log", xlabel="concurrency (closed loop)")
+        ax.set_xticks(list(levels), [str(c) for c in levels])
+        ax.set_title(f"p{q} latency (ms)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("ms")
+    axes[1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    written.append(out_dir / "latency.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written
