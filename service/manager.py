@@ -128,12 +128,16 @@ class ModelManager:
         if version is None:
             candidates = [*sorted(self.repository.versions(name), reverse=True)] or [None]
         failures: list[str] = []
+        newest_error = None
         for candidate in candidates:
             try:
                 loaded = await self.load(name, candidate)
             except CareServeError as exc:
                 failures.append(f"{name}/{candidate or '?'}: {exc.message}")
+                newest_error = newest_error or self._errors.get(name)
                 continue
+            if newest_error is not None:  # serving an older version: keep why, for operators
+                self._errors[name] = newest_error
             line = (
                 f"loaded {name}/{loaded.version} ({loaded.manifest.task}, "
                 f"{loaded.backend.name}) in {loaded.load_seconds:.2f} s"

@@ -249,6 +249,9 @@ def test_newest_version_failing_at_start_falls_back_and_readiness_is_strict(
     with httpx.Client(base_url=stack.http_url, timeout=30) as client:
         assert client.get("/health/ready").status_code == 200
         assert client.post("/classify", content=jpeg_bytes()).json()["version"] == 1
+        detail = client.get("/models/tiny").json()
+        assert detail["error_version"] == 2 and "model.onnx" in detail["error"]
+        assert str(store) not in detail["error"]  # no filesystem path reaches the client
 
     write_package(store, make_manifest(name="broken"), tiny_models[1][1], LABELS)
     _break(store / "broken" / "1")
