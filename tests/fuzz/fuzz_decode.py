@@ -17,14 +17,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.fuzz.target import REGRESSIONS, check_decode, seed_files
-
 
 def main() -> None:
     import atheris  # a dev tool, not a dependency of the suite
 
+    # Everything that imports Pillow is imported here, so its Python plugins are instrumented.
     with atheris.instrument_imports(include=["PIL", "service.imaging"]):
-        import PIL.Image  # noqa: F401  (instrumented on import)
+        from tests.fuzz.target import REGRESSIONS, check_decode, seed_files
 
     def one_input(data: bytes) -> None:
         try:
