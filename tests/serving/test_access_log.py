@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,18 @@ def running(store: Path, start_stack: Any) -> BackgroundStack:
     return start_stack(store)
 
 
-def _access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == ACCESS]
+def _access_records(caplog: pytest.LogCaptureFixture, expected: int = 0) -> list[logging.LogRecord]:
+    """The access-log records so far, waiting (up to 5 s) until there are ``expected``.
+
+    The line is written once the response has been sent, so the client may see the answer a
+    moment before the server logs it.
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        records = [r for r in caplog.records if r.name == ACCESS]
+        if len(records) >= expected or time.monotonic() > deadline:
+            return records
+        time.sleep(0.01)
 
 
 def test_rest_request_id_is_returned_and_logged(
@@ -46,7 +57,7 @@ def test_rest_request_id_is_returned_and_logged(
     bad = httpx.post(f"{url}/classify", content=b"not an image", headers={"X-Request-Id": "r-2"})
     assert bad.status_code == 400 and bad.headers["x-request-id"] == "r-2"
     assert bad.json()["error"]["request_id"] == "r-2"
-    records = {r.request_id: r for r in _access_records(caplog)}  # type: ignore[attr-defined]
+    records = {r.request_id: r for r in _access_records(caplog, 2)}  # type: ignore[attr-defined]
     line = records["abc-123"]
     assert (line.protocol, line.method, line.path, line.status) == (
         "rest",
@@ -90,7 +101,7 @@ def test_grpc_request_id_in_metadata_and_log(
         _, call = stub.ListModels.with_call(pb.ListModelsRequest())
         generated = dict(call.initial_metadata())["x-request-id"]
         assert ID_RE.match(generated)
-    records = {r.request_id: r for r in _access_records(caplog)}  # type: ignore[attr-defined]
+    records = {r.request_id: r for r in _access_records(caplog, 3)}  # type: ignore[attr-defined]
     line = records["g-1"]
     assert line.protocol == "grpc" and line.rpc == "/care_serve.v1.InferenceService/Classify"
     assert (line.status, line.model, line.version) == ("OK", "tiny", 1)
