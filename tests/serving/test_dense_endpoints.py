@@ -194,11 +194,18 @@ def rgb_of(data: bytes) -> np.ndarray:
     return np.asarray(decode_image(data, max_bytes=10**8, max_pixels=10**8).image)
 
 
-def ref_detections(session: Any, data: bytes, threshold: float, max_dets: int) -> Any:
+def ref_detections(
+    session: Any, data: bytes, threshold: float, max_dets: int, class_agnostic: bool = False
+) -> Any:
     x, meta = preprocess(rgb_of(data), (WIDTH, HEIGHT))
     cls_logits, box_ltrb = session.run(None, {"input": x[None]})
     return postprocess_detections(
-        cls_logits[0], box_ltrb[0], meta, score_threshold=threshold, max_detections=max_dets
+        cls_logits[0],
+        box_ltrb[0],
+        meta,
+        score_threshold=threshold,
+        max_detections=max_dets,
+        class_agnostic=class_agnostic,
     )
 
 
@@ -302,7 +309,9 @@ def test_detect_boxes_in_image_and_equal_to_reference_over_both_transports(
     np.testing.assert_allclose(g_scores, scores, rtol=1e-6)
 
 
-def test_detect_parameters_and_exif_orientation(stack: BackgroundStack, stub: Any) -> None:
+def test_detect_parameters_and_exif_orientation(
+    stack: BackgroundStack, stub: Any, sessions: dict[str, Any]
+) -> None:
     data = scene_png(300, 200, seed=7)
     full = post(stack, "/detect", data, model="det", score_threshold=0.0, max_detections=20)
     all_scores = rest_dets(full.json())[1]
@@ -323,6 +332,24 @@ def test_detect_parameters_and_exif_orientation(stack: BackgroundStack, stub: An
     assert [d.class_id for d in reply.detections] == [
         d["class_id"] for d in three.json()["detections"]
     ]
+    # Class-agnostic NMS on request, over both transports (the manifest default is class-aware).
+    ref = ref_detections(sessions["det"], data, 0.0, 20, class_agnostic=True)
+    aware_boxes = rest_dets(full.json())[0]
+    assert ref.boxes.shape != aware_boxes.shape or not np.allclose(ref.boxes, aware_boxes)
+    agnostic = post(
+        stack, "/detect", data, model="det", score_threshold=0.0, class_agnostic_nms=True
+    )
+    a_boxes, a_scores, a_classes = rest_dets(agnostic.json())
+    np.testing.assert_allclose(a_scores[:20], ref.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(a_classes[:20], ref.class_ids)
+    np.testing.assert_allclose(a_boxes[:20], ref.boxes, rtol=0, atol=1e-3)
+    reply = stub.Detect(
+        pb.DetectRequest(
+            model="det", image=data, score_threshold=0.0, max_detections=20, class_agnostic_nms=True
+        ),
+        timeout=30,
+    )
+    np.testing.assert_array_equal(grpc_dets(reply)[2], ref.class_ids)
 
     # EXIF orientation 6 (rotate 90 degrees clockwise): the client's image is 200 x 300.
     buf = io.BytesIO()
@@ -501,6 +528,7 @@ BAD_DETECT_PARAMS = [
     ({"max_detections": 1001}, "max_detections must be an integer in 1 to 1000"),
     ({"max_detections": 2.5}, "max_detections"),
     ({"max_detections": "all"}, "max_detections"),
+    ({"class_agnostic_nms": "maybe"}, "class_agnostic_nms"),
 ]
 
 
@@ -622,9 +650,13 @@ def test_task_parameters_and_manifest_checks(tmp_path: Path) -> None:
     assert task.parse_params({}).model_dump() == {
         "score_threshold": 0.3,
         "max_detections": 100,
+        "class_agnostic_nms": False,
         "return_overlay": False,
     }
     assert task.parse_params({"return_overlay": True}).return_overlay is True
+    assert task.parse_params({"class_agnostic_nms": True}).class_agnostic_nms is True
+    with pytest.raises(InvalidInput, match="class_agnostic_nms must be true or false"):
+        task.parse_params({"class_agnostic_nms": 1})
     with pytest.raises(InvalidInput, match="return_overlay"):
         task.parse_params({"return_overlay": "yes"})
     edge = task.parse_params({"score_threshold": 1, "max_detections": 1000})
@@ -637,14 +669,21 @@ def test_task_parameters_and_manifest_checks(tmp_path: Path) -> None:
         "d",
         "detection",
         "onnx",
-        postprocessing={"score_threshold": 0.5, "max_detections": 5, "pre_nms_top_k": 50},
+        postprocessing={
+            "score_threshold": 0.5,
+            "max_detections": 5,
+            "pre_nms_top_k": 50,
+            "class_agnostic_nms": True,
+        },
     )
     limited = DetectionTask(custom, DET_LABELS, settings)
     assert limited.parse_params({}).model_dump() == {
         "score_threshold": 0.5,
         "max_detections": 5,
+        "class_agnostic_nms": True,
         "return_overlay": False,
     }
+    assert limited.parse_params({"class_agnostic_nms": False}).class_agnostic_nms is False
     with pytest.raises(InvalidInput, match="1 to 50"):
         limited.parse_params({"max_detections": 51})
 
@@ -659,6 +698,11 @@ def test_task_parameters_and_manifest_checks(tmp_path: Path) -> None:
             _manifest("d", "detection", "onnx", postprocessing={"score_threshold": 2}),
             DET_LABELS,
             "score_threshold",
+        ),
+        (
+            _manifest("d", "detection", "onnx", postprocessing={"class_agnostic_nms": "yes"}),
+            DET_LABELS,
+            "class_agnostic_nms",
         ),
         (
             _manifest("d", "detection", "onnx", preprocessing=Preprocessing()),

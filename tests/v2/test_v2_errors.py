@@ -216,6 +216,24 @@ def test_detection_parameters_reach_the_task(served: BackgroundStack) -> None:
     assert counts["data"] == [len(ref["detections"])]
     doc["parameters"] = {"score_threshold": 2}
     assert "score_threshold" in error_of(post(served, doc, raw, model=MODELS["detection"]), 400)
+    for flag in (False, True):
+        doc["parameters"] = {"score_threshold": 0.05, "class_agnostic_nms": flag}
+        r = post(served, doc, raw, model=MODELS["detection"])
+        assert r.status_code == 200, r.text
+        head = json.loads(r.content[: int(r.headers[HEADER])]) if HEADER in r.headers else r.json()
+        ref = httpx.post(
+            served.http_url + "/detect",
+            content=png,
+            params={
+                "model": MODELS["detection"],
+                "score_threshold": 0.05,
+                "class_agnostic_nms": flag,
+            },
+        ).json()
+        counts = next(o for o in head["outputs"] if o["name"] == "num_detections")
+        assert counts["data"] == [len(ref["detections"])]
+    doc["parameters"] = {"class_agnostic_nms": "maybe"}
+    assert "class_agnostic_nms" in error_of(post(served, doc, raw, model=MODELS["detection"]), 400)
 
 
 # -- gRPC ---------------------------------------------------------------------------------
