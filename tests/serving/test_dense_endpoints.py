@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import subprocess
 import sys
@@ -853,3 +854,47 @@ def test_bundled_demo_models_answer_correctly_on_fresh_scenes() -> None:
     # Segmentation gets the classes right: per-scene mIoU >= 0.75 in most scenes.
     assert seg_good >= 2 * E2E_SCENES // 3, f"classes segmented well in only {seg_good} scenes"
     assert cls_right >= E2E_SCENES - 1, f"classified {cls_right} of {E2E_SCENES} scenes"
+
+
+ONCE_SCENES = 12
+ONCE_SEED = 2025  # a seed no training or evaluation run used
+
+
+def test_bundled_detector_finds_each_shape_once_at_the_served_default() -> None:
+    """At the manifest's defaults (class-agnostic NMS, its score threshold), one box per shape.
+
+    Over REST, with no request parameters: no two answered boxes overlap by IoU
+    > 0.5 whatever their classes, no shape is covered (IoU >= 0.5) by two boxes,
+    and nearly every shape is found with its class.
+    """
+    from service.data.synthetic import SceneSpec, make_scene, scene_rng
+
+    manifest = json.loads((MODEL_STORE / "shapes-detector" / "1" / "manifest.json").read_text())
+    assert manifest["postprocessing"]["class_agnostic_nms"] is True
+    settings = Settings(
+        model_store=MODEL_STORE,
+        models=["shapes-detector"],
+        http_port=0,
+        grpc_port=0,
+        intra_op_threads=1,
+        warmup_runs=1,
+    )
+    spec = SceneSpec(min_side=160, max_side=640)
+    shapes = found = 0
+    with BackgroundStack(settings, CollectorRegistry()) as served:
+        for index in range(ONCE_SCENES):
+            scene = make_scene(scene_rng(ONCE_SEED, "detection", index), spec=spec)
+            data = png_bytes(Image.fromarray(scene.image))
+            response = post(served, "/detect", data, model="shapes-detector")
+            assert response.status_code == 200, response.text
+            body = response.json()
+            boxes = rest_dets(body)[0]
+            gt = np.asarray([s.box for s in scene.shapes], np.float64)
+            if len(boxes):
+                pairs = _box_iou(boxes, boxes)[np.triu_indices(len(boxes), 1)]
+                assert not np.any(pairs > 0.5), f"scene {index}: two boxes on one place"
+                covering = (_box_iou(gt, boxes) >= 0.5).sum(axis=1)
+                assert covering.max() <= 1, f"scene {index}: a shape answered twice"
+            shapes += len(gt)
+            found += _matched(gt, [s.kind for s in scene.shapes], body)
+    assert found >= 0.9 * shapes, f"found {found} of {shapes} shapes"
