@@ -18,7 +18,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Run every image of the split through the package as the server does (ONNX Runtime "
             "+ the numpy post-processing) and print the task's metrics: classification "
-            "accuracy; detection COCO-style mAP@0.5 (101-point AP per class, averaged); "
+            "accuracy; detection COCO-style mAP@0.5 (101-point AP per class, averaged) and, at "
+            "the manifest's score_threshold (the served default), precision, recall, F1 and "
+            "duplicate_rate (extra boxes on an already-found object, per object); "
             "segmentation mIoU over all classes including background (miou) and over the "
             "foreground classes (miou_fg)."
         ),
@@ -28,14 +30,43 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", required=True, type=Path, help="dataset root (see docs/training.md)")
     p.add_argument("--split", default="val", help="split to evaluate (default val)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    p.add_argument(
+        "--class-agnostic-nms",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="detection: NMS over all classes at once (or, with --no-..., per class); "
+        "default: the manifest's postprocessing.class_agnostic_nms",
+    )
+    p.add_argument(
+        "--score-thresholds",
+        type=_thresholds,
+        default=(),
+        metavar="T1,T2,...",
+        help="detection: also report precision, recall, F1 and duplicate_rate at these score "
+        "thresholds (e.g. 0.3,0.4,0.5,0.6), as f1@0.4 ...",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
 
+def _thresholds(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers in [0, 1], got {text!r}"
+        ) from None
+    if not values or not all(0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers in [0, 1], got {text!r}"
+        )
+    return values
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics."""
-    from service.evaluation.evaluate import evaluate_package
+    from service.evaluation.evaluate import DetectionOptions, evaluate_package
 
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
@@ -46,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         task=args.task,
         threads=args.threads,
         progress=not args.quiet,
+        detection=DetectionOptions(args.class_agnostic_nms, args.score_thresholds),
     )
     if args.json:
         print(json.dumps(metrics, indent=2))

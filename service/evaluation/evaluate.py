@@ -3,7 +3,16 @@
 - classification: top-1 ``accuracy`` (dataset class folders are matched to the
   package labels by name);
 - detection: ``map50``, COCO-style mAP at IoU 0.5 (101-point interpolated AP
-  per class, averaged over the classes), plus ``ap50_<class>``;
+  per class, averaged over the classes), plus ``ap50_<class>``; and, at the
+  served default ``score_threshold`` of the manifest, ``precision``,
+  ``recall``, ``f1`` and ``duplicate_rate`` (extra boxes on an already-found
+  object per object, any class; see ``metrics.detection_counts``), optionally
+  also at other thresholds (``f1@0.4`` ...). The NMS is the manifest's
+  (``class_agnostic_nms``) unless overridden, reported as
+  ``class_agnostic_nms`` (1 or 0). One inference pass answers every threshold:
+  the detections of a greedy NMS at a low threshold that score at least ``t``
+  are exactly those of the same NMS at ``t`` (a box is only suppressed by a
+  better one);
 - segmentation: ``miou``, the mean IoU over all classes *including* the
   background, ``miou_fg`` over the foreground classes only, ``pixel_accuracy``
   and ``iou_<class>``; pixels are counted over the whole dataset at each
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,11 +36,20 @@ from service.evaluation.metrics import (
     ConfusionMatrix,
     ImageDetections,
     accuracy,
+    detection_counts,
     mean_average_precision,
 )
 from service.evaluation.runner import PackageRunner
 
-__all__ = ["evaluate_package", "label_mapping"]
+__all__ = ["DetectionOptions", "evaluate_package", "label_mapping"]
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """How a detection package is evaluated: NMS override and extra score thresholds."""
+
+    class_agnostic_nms: bool | None = None  # None: the manifest's
+    score_thresholds: tuple[float, ...] = ()
 
 
 def label_mapping(dataset_classes: Sequence[str], package_labels: Sequence[str]) -> list[int]:
@@ -64,15 +83,44 @@ def _classification(
     return {"accuracy": accuracy(predicted, to_package[data.labels]), "images": float(len(data))}
 
 
-def _detection(
-    runner: PackageRunner, data_dir: str | os.PathLike[str], split: str, progress: bool
+def _threshold_metrics(
+    images: Sequence[ImageDetections], threshold: float, max_dets: int, suffix: str
 ) -> dict[str, float]:
+    counts = detection_counts(images, threshold, 0.5, max_dets)
+    return {
+        f"precision{suffix}": counts.precision,
+        f"recall{suffix}": counts.recall,
+        f"f1{suffix}": counts.f1,
+        f"duplicate_rate{suffix}": counts.duplicate_rate,
+    }
+
+
+def _detection(
+    runner: PackageRunner,
+    data_dir: str | os.PathLike[str],
+    split: str,
+    progress: bool,
+    options: DetectionOptions,
+) -> dict[str, float]:
+    from service.tasks.detection import DetectionTask
     from service.training.datasets import read_coco
 
+    assert isinstance(runner.task, DetectionTask)
+    config = runner.task.config
+    agnostic = (
+        config.class_agnostic_nms
+        if options.class_agnostic_nms is None
+        else options.class_agnostic_nms
+    )
     data = read_coco(data_dir, split)
     to_package = np.asarray(label_mapping(data.classes, runner.labels))
     paths = [s.path for s in data.samples]
-    params = {"score_threshold": 0.001, "max_detections": 100}
+    max_dets = max(100, config.max_detections)
+    params = {
+        "score_threshold": 0.001,
+        "max_detections": min(max_dets, config.pre_nms_top_k),
+        "class_agnostic_nms": agnostic,
+    }
     images = []
     results = runner.predict_files(paths, params)
     for sample, result in zip(
@@ -91,6 +139,11 @@ def _detection(
     map50, per_class = mean_average_precision(images, len(runner.labels), 0.5)
     metrics = {"map50": map50, "images": float(len(images))}
     metrics.update({f"ap50_{runner.labels[c]}": ap for c, ap in per_class.items()})
+    metrics["score_threshold"] = config.score_threshold
+    metrics["class_agnostic_nms"] = float(agnostic)
+    metrics.update(_threshold_metrics(images, config.score_threshold, config.max_detections, ""))
+    for t in options.score_thresholds:
+        metrics.update(_threshold_metrics(images, t, config.max_detections, f"@{t:g}"))
     return metrics
 
 
@@ -123,11 +176,7 @@ def _segmentation(
     return metrics
 
 
-EVALUATORS = {
-    "classification": _classification,
-    "detection": _detection,
-    "segmentation": _segmentation,
-}
+EVALUATORS = {"classification": _classification, "segmentation": _segmentation}
 
 
 def evaluate_package(
@@ -138,6 +187,7 @@ def evaluate_package(
     task: str | None = None,
     threads: int = 1,
     progress: bool = False,
+    detection: DetectionOptions | None = None,
 ) -> dict[str, float]:
     """Metrics of the package on ``data_dir``/``split`` (see the module docstring)."""
     runner = PackageRunner(package_dir, threads=threads)
@@ -146,6 +196,9 @@ def evaluate_package(
             raise DatasetError(
                 f"the package at {package_dir} is a {runner.manifest.task} model, not {task}"
             )
+        if runner.manifest.task == "detection":
+            options = detection or DetectionOptions()
+            return _detection(runner, data_dir, split, progress, options)
         return EVALUATORS[runner.manifest.task](runner, data_dir, split, progress)
     finally:
         runner.close()

@@ -1,4 +1,5 @@
-"""Quality metrics in numpy: accuracy, COCO-style AP at one IoU threshold, mIoU.
+"""Quality metrics in numpy: accuracy, COCO-style AP at one IoU threshold, detection
+precision / recall / F1 and duplicate rate at a score threshold, mIoU.
 
 - ``average_precision`` follows pycocotools: per class, detections of all images
   sorted by score (at most ``max_dets`` per image), each matched greedily to the
@@ -6,6 +7,14 @@
   envelope is sampled at 101 recall points ``0, 0.01, ..., 1`` (0 where that
   recall is never reached). ``mean_average_precision`` averages over the classes
   that have ground truth.
+- ``detection_counts`` scores the answers a client gets at one score threshold:
+  per image, the detections at or above it (at most ``max_dets``, best first)
+  are matched like AP's (same class, unmatched ground truth of highest IoU >=
+  the IoU threshold); a detection that matches nothing is a false positive, and
+  a *duplicate* when it overlaps (IoU >= the threshold) a ground-truth object
+  that some detection did match, whatever the classes: an extra box on an
+  object already found. ``duplicate_rate`` is duplicates per ground-truth
+  object.
 - ``ConfusionMatrix`` accumulates pixels over a whole dataset (ignore label
   255); IoU per class is ``TP / (TP + FP + FN)``; classes absent from both the
   ground truth and the predictions are left out of the means.
@@ -20,10 +29,13 @@ import numpy as np
 
 __all__ = [
     "ConfusionMatrix",
+    "DetectionCounts",
     "ImageDetections",
     "accuracy",
     "average_precision",
     "box_iou",
+    "detection_counts",
+    "match_detections",
     "mean_average_precision",
 ]
 
@@ -77,6 +89,107 @@ def _interpolated_ap(tp: np.ndarray, num_gt: int) -> float:
     return float(sampled.mean())
 
 
+def _greedy_match(ious: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (detections, best first) matched greedily to columns (ground truth).
+
+    Each row takes the unmatched column of highest IoU >= ``iou_threshold``.
+    Returns (row hit, column matched) boolean arrays.
+    """
+    n, m = ious.shape
+    hit, matched = np.zeros(n, bool), np.zeros(m, bool)
+    if m == 0:
+        return hit, matched
+    for row in range(n):
+        cand = np.where(~matched & (ious[row] >= iou_threshold), ious[row], -1.0)
+        best = int(np.argmax(cand))
+        if cand[best] >= 0:
+            matched[best] = hit[row] = True
+    return hit, matched
+
+
+def match_detections(
+    im: ImageDetections, iou_threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class-aware greedy matching of one image, detections taken best first.
+
+    Returns ``(hit, gt_matched)``: whether each detection (indexed like
+    ``im.scores``) matched a ground-truth box of its class, and whether each
+    ground-truth box was matched.
+    """
+    boxes = np.asarray(im.boxes, np.float64).reshape(-1, 4)
+    labels = np.asarray(im.labels)
+    gt = np.asarray(im.gt_boxes, np.float64).reshape(-1, 4)
+    gt_labels = np.asarray(im.gt_labels)
+    hit, gt_matched = np.zeros(len(boxes), bool), np.zeros(len(gt), bool)
+    order = np.argsort(-np.asarray(im.scores, np.float64), kind="stable")
+    for c in np.unique(labels):
+        rows = order[labels[order] == c]
+        cols = np.nonzero(gt_labels == c)[0]
+        row_hit, col_matched = _greedy_match(box_iou(boxes[rows], gt[cols]), iou_threshold)
+        hit[rows], gt_matched[cols] = row_hit, col_matched
+    return hit, gt_matched
+
+
+@dataclass(frozen=True)
+class DetectionCounts:
+    """Counts of a detection evaluation at one score threshold (see the module docstring)."""
+
+    ground_truth: int
+    detections: int
+    true_positives: int
+    duplicates: int
+
+    @property
+    def precision(self) -> float:
+        """True positives / detections (0 without detections)."""
+        return self.true_positives / self.detections if self.detections else 0.0
+
+    @property
+    def recall(self) -> float:
+        """True positives / ground-truth objects (0 without ground truth)."""
+        return self.true_positives / self.ground_truth if self.ground_truth else 0.0
+
+    @property
+    def f1(self) -> float:
+        """Harmonic mean of precision and recall (0 when both are 0)."""
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+    @property
+    def duplicate_rate(self) -> float:
+        """Duplicates per ground-truth object (0 without ground truth)."""
+        return self.duplicates / self.ground_truth if self.ground_truth else 0.0
+
+
+def detection_counts(
+    images: Sequence[ImageDetections],
+    score_threshold: float,
+    iou_threshold: float = 0.5,
+    max_dets: int = 100,
+) -> DetectionCounts:
+    """Matches, false positives and duplicates of the detections scoring >= ``score_threshold``."""
+    gt_total = dets_total = tp_total = dup_total = 0
+    for im in images:
+        scores = np.asarray(im.scores, np.float64)
+        top = np.argsort(-scores, kind="stable")[:max_dets]
+        keep = np.sort(top[scores[top] >= score_threshold])
+        kept = ImageDetections(
+            gt_boxes=im.gt_boxes,
+            gt_labels=im.gt_labels,
+            boxes=np.asarray(im.boxes, np.float64).reshape(-1, 4)[keep],
+            scores=scores[keep],
+            labels=np.asarray(im.labels)[keep],
+        )
+        hit, gt_matched = match_detections(kept, iou_threshold)
+        overlaps_found = box_iou(kept.boxes, np.asarray(im.gt_boxes).reshape(-1, 4)[gt_matched])
+        on_found = (overlaps_found >= iou_threshold).any(axis=1)
+        gt_total += len(gt_matched)
+        dets_total += len(keep)
+        tp_total += int(hit.sum())
+        dup_total += int((~hit & on_found).sum())
+    return DetectionCounts(gt_total, dets_total, tp_total, dup_total)
+
+
 def average_precision(
     images: Sequence[ImageDetections],
     class_id: int,
@@ -92,16 +205,9 @@ def average_precision(
         top = np.argsort(-np.asarray(im.scores), kind="stable")[:max_dets]
         keep = top[np.asarray(im.labels)[top] == class_id]
         boxes = np.asarray(im.boxes).reshape(-1, 4)[keep]
-        matched = np.zeros(len(gt), bool)
-        ious = box_iou(boxes, gt)
-        for row in range(len(boxes)):
-            cand = np.where(~matched & (ious[row] >= iou_threshold), ious[row], -1.0)
-            best = int(np.argmax(cand)) if len(gt) else -1
-            hit = best >= 0 and cand[best] >= 0
-            if hit:
-                matched[best] = True
-            hits.append(hit)
-            scores.append(float(np.asarray(im.scores)[keep[row]]))
+        hit, _ = _greedy_match(box_iou(boxes, gt), iou_threshold)
+        hits.extend(hit.tolist())
+        scores.extend(np.asarray(im.scores, np.float64)[keep].tolist())
     if num_gt == 0:
         return None
     order = np.argsort(-np.asarray(scores), kind="stable")

@@ -119,6 +119,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             params["score_threshold"] = request.score_threshold
         if request.HasField("max_detections"):
             params["max_detections"] = request.max_detections
+        if request.HasField("class_agnostic_nms"):
+            params["class_agnostic_nms"] = request.class_agnostic_nms
         params["return_overlay"] = request.return_overlay
         result = await _guard(context, lambda: self._infer("detection", request, params, context))
         assert isinstance(result.result, DetectionResult)

@@ -1,4 +1,8 @@
-"""Detection post-processing in numpy: decode, score threshold, top-k, class-aware NMS.
+"""Detection post-processing in numpy: decode, score threshold, top-k, NMS.
+
+NMS is class-aware (boxes of different classes never suppress each other) or,
+for models whose classes are mutually exclusive in space, class-agnostic (any
+box suppresses any lower-scoring box it overlaps, whatever the classes).
 
 Shared by the torch and onnxruntime backends (no torch import). The network
 (``service.models.detection.CAREDetector``) outputs, for an input ``B x 3 x H x W``:
@@ -163,14 +167,16 @@ def postprocess_detections(
     max_detections: int = 100,
     pre_nms_top_k: int = 1000,
     strides: Sequence[int] = DETECTION_STRIDES,
+    class_agnostic: bool = False,
 ) -> Detections:
     """One image's raw outputs ``(N, K)`` and ``(N, 4)`` -> detections in original pixels.
 
     Steps: sigmoid scores; keep (point, class) pairs scoring at least
     ``score_threshold``; the ``pre_nms_top_k`` best; decode; clip to the image's
-    region of the input, dropping boxes that become empty; class-aware NMS; at
-    most ``max_detections``, best first; map through ``meta`` to the pixels of
-    the image the client sent.
+    region of the input, dropping boxes that become empty; NMS (class-aware, or
+    over all classes at once with ``class_agnostic``, so one object answers one
+    box whatever the classes its points score); at most ``max_detections``,
+    best first; map through ``meta`` to the pixels of the image the client sent.
     """
     _check_params(score_threshold, iou_threshold, max_detections, pre_nms_top_k)
     points, point_strides = make_points(meta.input_height, meta.input_width, strides)
@@ -197,7 +203,10 @@ def postprocess_detections(
     np.clip(boxes[:, 1::2], y0, y1, out=boxes[:, 1::2])
     valid = np.nonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))[0]
     boxes, cand_scores, class_ids = boxes[valid], cand_scores[valid], class_ids[valid]
-    keep = batched_nms(boxes, cand_scores, class_ids, iou_threshold, max_detections)
+    if class_agnostic:
+        keep = nms(boxes, cand_scores, iou_threshold, max_detections)
+    else:
+        keep = batched_nms(boxes, cand_scores, class_ids, iou_threshold, max_detections)
     return Detections(
         boxes=meta.boxes_to_original(boxes[keep]).astype(np.float32),
         scores=cand_scores[keep].astype(np.float32),

@@ -3,14 +3,17 @@
 The network (``service.models.detection.CAREDetector``, or any model with the
 same output contract, see ``docs/dense.md``) gives ``cls_logits (N, K)`` and
 ``box_ltrb (N, 4)`` per image, in the order ``manifest.outputs`` names them.
-Decoding, score threshold, class-aware NMS and the mapping back through the
-letterbox are numpy (``service.postprocess.detection``), the same for every
+Decoding, score threshold, NMS and the mapping back through the letterbox are
+numpy (``service.postprocess.detection``), the same for every
 backend.
 
 Manifest ``postprocessing`` (all optional): ``score_threshold`` (0.3),
 ``nms_iou`` (0.6), ``max_detections`` (100, the default per request),
 ``pre_nms_top_k`` (1000, also the largest ``max_detections`` a request may ask
-for), ``strides`` ([8, 16, 32]).
+for), ``strides`` ([8, 16, 32]), ``class_agnostic_nms`` (false: boxes of
+different classes never suppress each other; true, for models whose classes are
+mutually exclusive in space: one box per place, whatever the class). A request
+may override ``score_threshold``, ``max_detections`` and ``class_agnostic_nms``.
 
 On request (``return_overlay``) the task also draws the boxes, each with its
 label and score, on the image, with the count per class in a strip below it
@@ -61,6 +64,7 @@ class DetectionConfig(BaseModel):
     max_detections: int = Field(100, ge=1)
     pre_nms_top_k: int = Field(1000, ge=1, le=MAX_PRE_NMS_TOP_K)
     strides: tuple[int, ...] = Field(DETECTION_STRIDES, min_length=1)
+    class_agnostic_nms: bool = Field(False, strict=True)
 
     @model_validator(mode="after")
     def _consistent(self) -> DetectionConfig:
@@ -79,6 +83,9 @@ class DetectionParams(BaseModel):
 
     score_threshold: float = Field(description="Minimum score of a returned detection.")
     max_detections: int = Field(description="At most this many detections, best first.")
+    class_agnostic_nms: bool = Field(
+        False, description="Suppress overlapping boxes whatever their classes."
+    )
     return_overlay: bool = Field(False, description="Also draw the boxes on the image (PNG).")
 
 
@@ -104,6 +111,16 @@ class DetectionResult(BaseModel):
         description="RGB PNG (when asked for): the image with each box, label and score "
         "drawn, unchanged in size at the top, and the count per class in a strip below.",
     )
+
+
+def _parse_flag(params: Mapping[str, Any], name: str, default: bool) -> bool:
+    """Parameter ``name`` as a boolean (absent or null: ``default``)."""
+    value = params.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 class DetectionTask(DenseTask):
@@ -144,13 +161,13 @@ class DetectionTask(DenseTask):
             limit,
             integer=True,
         )
-        overlay = params.get("return_overlay", False)
-        if overlay is None:
-            overlay = False
-        if not isinstance(overlay, bool):
-            raise InvalidInput(f"return_overlay must be true or false, got {overlay!r}")
         return DetectionParams(
-            score_threshold=score, max_detections=int(max_dets), return_overlay=overlay
+            score_threshold=score,
+            max_detections=int(max_dets),
+            class_agnostic_nms=_parse_flag(
+                params, "class_agnostic_nms", self.config.class_agnostic_nms
+            ),
+            return_overlay=_parse_flag(params, "return_overlay", False),
         )
 
     def postprocess(
@@ -177,6 +194,7 @@ class DetectionTask(DenseTask):
             max_detections=params.max_detections,
             pre_nms_top_k=self.config.pre_nms_top_k,
             strides=self.config.strides,
+            class_agnostic=params.class_agnostic_nms,
         )
         labels = self.labels
         detections = [

@@ -211,10 +211,17 @@ def run_training(opts: TrainOptions) -> TrainOutcome:
         metrics = evaluate_package(
             package, opts.data, opts.val_split, threads=opts.threads, progress=opts.progress
         )
+        # Settings the detection metrics were taken at go to the notes, not the metrics.
+        settings: dict[str, float | bool] = {
+            k: metrics.pop(k) for k in ("score_threshold", "class_agnostic_nms") if k in metrics
+        }
+        if "class_agnostic_nms" in settings:
+            settings["class_agnostic_nms"] = bool(settings["class_agnostic_nms"])
         notes["evaluated_on"] = {
             "data": str(opts.data),
             "split": opts.val_split,
             "images": int(metrics.pop("images", 0)),
+            **({"postprocessing": settings} if settings else {}),
             "path": "onnxruntime + the server's task plugin (care-serve evaluate)",
             **_dataset_notes(opts.data, opts.val_split),
         }

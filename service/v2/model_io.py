@@ -57,7 +57,7 @@ __all__ = [
 
 IMAGE_INPUT, TENSOR_INPUT, FRAME_INPUT = "image", "input", "frame"
 CLASSIFICATION_PARAMETER = "classification"
-DETECTION_PARAMETERS = ("score_threshold", "max_detections")
+DETECTION_PARAMETERS = ("score_threshold", "max_detections", "class_agnostic_nms")
 
 
 @dataclass(frozen=True)

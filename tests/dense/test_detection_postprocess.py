@@ -96,9 +96,46 @@ def test_class_aware_nms_matches_brute_force(seed: int, thr: float) -> None:
     assert batched_nms(boxes, scores, classes, thr, max_keep=3).tolist() == keep[:3].tolist()
 
 
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
+def test_class_agnostic_nms_matches_brute_force(seed: int, thr: float) -> None:
+    """Over all classes at once, best first: the classes play no part."""
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(1, 160))
+    boxes = _clustered_boxes(rng, n)
+    scores = rng.random(n)
+    keep = nms(boxes, scores, thr)
+    ref: list[int] = []
+    for i in sorted(range(n), key=lambda i: -scores[i]):
+        if all(_iou_loop(boxes[i], boxes[j]) <= thr for j in ref):
+            ref.append(i)
+    assert keep.tolist() == ref
+    assert nms(boxes, scores, thr, max_keep=2).tolist() == ref[:2]
+
+
+def test_class_agnostic_postprocess_keeps_one_box_per_object() -> None:
+    """One object scored for two classes at its points: one box, of the better class."""
+    meta_size = (200, 160, 128, 128)
+    meta = make_letterbox_meta(*meta_size)
+    rng = np.random.default_rng(7)
+    boxes = np.array([[20.0, 20.0, 80.0, 90.0], [120.0, 100.0, 190.0, 150.0]])
+    cls_logits, box_ltrb, _ = _synthetic_outputs(rng, meta_size, boxes, np.array([0, 2]), 3)
+    # The same points also score class 1, a little lower than their own class.
+    cls_logits[:, 1] = np.maximum(cls_logits[:, 0], cls_logits[:, 2]) - 0.5
+    aware = postprocess_detections(cls_logits, box_ltrb, meta, score_threshold=0.5)
+    agnostic = postprocess_detections(
+        cls_logits, box_ltrb, meta, score_threshold=0.5, class_agnostic=True
+    )
+    assert sorted(aware.class_ids.tolist()) == [0, 1, 1, 2]  # each object twice
+    assert agnostic.class_ids.tolist() == [0, 2]
+    np.testing.assert_allclose(agnostic.boxes, boxes, atol=0.5)
+    np.testing.assert_array_equal(agnostic.scores, aware.scores[np.isin(aware.class_ids, [0, 2])])
+
+
 def test_nms_of_nothing_is_empty() -> None:
     empty = np.zeros((0, 4))
     assert batched_nms(empty, np.zeros(0), np.zeros(0, int), 0.5).shape == (0,)
+    assert nms(empty, np.zeros(0), 0.5).shape == (0,)
 
 
 def _synthetic_outputs(

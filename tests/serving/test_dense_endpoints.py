@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import subprocess
 import sys
@@ -194,11 +195,18 @@ def rgb_of(data: bytes) -> np.ndarray:
     return np.asarray(decode_image(data, max_bytes=10**8, max_pixels=10**8).image)
 
 
-def ref_detections(session: Any, data: bytes, threshold: float, max_dets: int) -> Any:
+def ref_detections(
+    session: Any, data: bytes, threshold: float, max_dets: int, class_agnostic: bool = False
+) -> Any:
     x, meta = preprocess(rgb_of(data), (WIDTH, HEIGHT))
     cls_logits, box_ltrb = session.run(None, {"input": x[None]})
     return postprocess_detections(
-        cls_logits[0], box_ltrb[0], meta, score_threshold=threshold, max_detections=max_dets
+        cls_logits[0],
+        box_ltrb[0],
+        meta,
+        score_threshold=threshold,
+        max_detections=max_dets,
+        class_agnostic=class_agnostic,
     )
 
 
@@ -302,7 +310,9 @@ def test_detect_boxes_in_image_and_equal_to_reference_over_both_transports(
     np.testing.assert_allclose(g_scores, scores, rtol=1e-6)
 
 
-def test_detect_parameters_and_exif_orientation(stack: BackgroundStack, stub: Any) -> None:
+def test_detect_parameters_and_exif_orientation(
+    stack: BackgroundStack, stub: Any, sessions: dict[str, Any]
+) -> None:
     data = scene_png(300, 200, seed=7)
     full = post(stack, "/detect", data, model="det", score_threshold=0.0, max_detections=20)
     all_scores = rest_dets(full.json())[1]
@@ -323,6 +333,24 @@ def test_detect_parameters_and_exif_orientation(stack: BackgroundStack, stub: An
     assert [d.class_id for d in reply.detections] == [
         d["class_id"] for d in three.json()["detections"]
     ]
+    # Class-agnostic NMS on request, over both transports (the manifest default is class-aware).
+    ref = ref_detections(sessions["det"], data, 0.0, 20, class_agnostic=True)
+    aware_boxes = rest_dets(full.json())[0]
+    assert ref.boxes.shape != aware_boxes.shape or not np.allclose(ref.boxes, aware_boxes)
+    agnostic = post(
+        stack, "/detect", data, model="det", score_threshold=0.0, class_agnostic_nms=True
+    )
+    a_boxes, a_scores, a_classes = rest_dets(agnostic.json())
+    np.testing.assert_allclose(a_scores[:20], ref.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(a_classes[:20], ref.class_ids)
+    np.testing.assert_allclose(a_boxes[:20], ref.boxes, rtol=0, atol=1e-3)
+    reply = stub.Detect(
+        pb.DetectRequest(
+            model="det", image=data, score_threshold=0.0, max_detections=20, class_agnostic_nms=True
+        ),
+        timeout=30,
+    )
+    np.testing.assert_array_equal(grpc_dets(reply)[2], ref.class_ids)
 
     # EXIF orientation 6 (rotate 90 degrees clockwise): the client's image is 200 x 300.
     buf = io.BytesIO()
@@ -501,6 +529,7 @@ BAD_DETECT_PARAMS = [
     ({"max_detections": 1001}, "max_detections must be an integer in 1 to 1000"),
     ({"max_detections": 2.5}, "max_detections"),
     ({"max_detections": "all"}, "max_detections"),
+    ({"class_agnostic_nms": "maybe"}, "class_agnostic_nms"),
 ]
 
 
@@ -622,9 +651,13 @@ def test_task_parameters_and_manifest_checks(tmp_path: Path) -> None:
     assert task.parse_params({}).model_dump() == {
         "score_threshold": 0.3,
         "max_detections": 100,
+        "class_agnostic_nms": False,
         "return_overlay": False,
     }
     assert task.parse_params({"return_overlay": True}).return_overlay is True
+    assert task.parse_params({"class_agnostic_nms": True}).class_agnostic_nms is True
+    with pytest.raises(InvalidInput, match="class_agnostic_nms must be true or false"):
+        task.parse_params({"class_agnostic_nms": 1})
     with pytest.raises(InvalidInput, match="return_overlay"):
         task.parse_params({"return_overlay": "yes"})
     edge = task.parse_params({"score_threshold": 1, "max_detections": 1000})
@@ -637,14 +670,21 @@ def test_task_parameters_and_manifest_checks(tmp_path: Path) -> None:
         "d",
         "detection",
         "onnx",
-        postprocessing={"score_threshold": 0.5, "max_detections": 5, "pre_nms_top_k": 50},
+        postprocessing={
+            "score_threshold": 0.5,
+            "max_detections": 5,
+            "pre_nms_top_k": 50,
+            "class_agnostic_nms": True,
+        },
     )
     limited = DetectionTask(custom, DET_LABELS, settings)
     assert limited.parse_params({}).model_dump() == {
         "score_threshold": 0.5,
         "max_detections": 5,
+        "class_agnostic_nms": True,
         "return_overlay": False,
     }
+    assert limited.parse_params({"class_agnostic_nms": False}).class_agnostic_nms is False
     with pytest.raises(InvalidInput, match="1 to 50"):
         limited.parse_params({"max_detections": 51})
 
@@ -659,6 +699,11 @@ def test_task_parameters_and_manifest_checks(tmp_path: Path) -> None:
             _manifest("d", "detection", "onnx", postprocessing={"score_threshold": 2}),
             DET_LABELS,
             "score_threshold",
+        ),
+        (
+            _manifest("d", "detection", "onnx", postprocessing={"class_agnostic_nms": "yes"}),
+            DET_LABELS,
+            "class_agnostic_nms",
         ),
         (
             _manifest("d", "detection", "onnx", preprocessing=Preprocessing()),
@@ -809,3 +854,47 @@ def test_bundled_demo_models_answer_correctly_on_fresh_scenes() -> None:
     # Segmentation gets the classes right: per-scene mIoU >= 0.75 in most scenes.
     assert seg_good >= 2 * E2E_SCENES // 3, f"classes segmented well in only {seg_good} scenes"
     assert cls_right >= E2E_SCENES - 1, f"classified {cls_right} of {E2E_SCENES} scenes"
+
+
+ONCE_SCENES = 12
+ONCE_SEED = 2025  # a seed no training or evaluation run used
+
+
+def test_bundled_detector_finds_each_shape_once_at_the_served_default() -> None:
+    """At the manifest's defaults (class-agnostic NMS, its score threshold), one box per shape.
+
+    Over REST, with no request parameters: no two answered boxes overlap by IoU
+    > 0.5 whatever their classes, no shape is covered (IoU >= 0.5) by two boxes,
+    and nearly every shape is found with its class.
+    """
+    from service.data.synthetic import SceneSpec, make_scene, scene_rng
+
+    manifest = json.loads((MODEL_STORE / "shapes-detector" / "1" / "manifest.json").read_text())
+    assert manifest["postprocessing"]["class_agnostic_nms"] is True
+    settings = Settings(
+        model_store=MODEL_STORE,
+        models=["shapes-detector"],
+        http_port=0,
+        grpc_port=0,
+        intra_op_threads=1,
+        warmup_runs=1,
+    )
+    spec = SceneSpec(min_side=160, max_side=640)
+    shapes = found = 0
+    with BackgroundStack(settings, CollectorRegistry()) as served:
+        for index in range(ONCE_SCENES):
+            scene = make_scene(scene_rng(ONCE_SEED, "detection", index), spec=spec)
+            data = png_bytes(Image.fromarray(scene.image))
+            response = post(served, "/detect", data, model="shapes-detector")
+            assert response.status_code == 200, response.text
+            body = response.json()
+            boxes = rest_dets(body)[0]
+            gt = np.asarray([s.box for s in scene.shapes], np.float64)
+            if len(boxes):
+                pairs = _box_iou(boxes, boxes)[np.triu_indices(len(boxes), 1)]
+                assert not np.any(pairs > 0.5), f"scene {index}: two boxes on one place"
+                covering = (_box_iou(gt, boxes) >= 0.5).sum(axis=1)
+                assert covering.max() <= 1, f"scene {index}: a shape answered twice"
+            shapes += len(gt)
+            found += _matched(gt, [s.kind for s in scene.shapes], body)
+    assert found >= 0.9 * shapes, f"found {found} of {shapes} shapes"

@@ -13,6 +13,7 @@ from service.evaluation.metrics import (
     accuracy,
     average_precision,
     box_iou,
+    detection_counts,
     mean_average_precision,
 )
 
@@ -106,3 +107,68 @@ def test_confusion_matrix_rejects_bad_masks() -> None:
         cm.update(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"0..1"):
         cm.update(np.full((2, 2), 5), np.zeros((2, 2)))
+
+
+def _counts_case() -> list[ImageDetections]:
+    """Three objects in image a, one in image b; the detections are commented one by one."""
+    a = _image(
+        gt=[[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]],
+        gt_labels=[0, 1, 0],
+        boxes=[
+            [0, 0, 10, 10],  # 0.9: true positive (object 0)
+            [0, 0, 10, 10],  # 0.8: another class on the found object 0: duplicate
+            [1, 1, 11, 11],  # 0.7: IoU 0.68 with the found object 0: duplicate
+            [20, 20, 30, 30],  # 0.6: wrong class on object 1, never found: not a duplicate
+            [60, 60, 70, 70],  # 0.5: background
+            [40, 40, 50, 50],  # 0.2: true positive (object 2)
+        ],
+        scores=[0.9, 0.8, 0.7, 0.6, 0.5, 0.2],
+        labels=[0, 2, 0, 0, 1, 0],
+    )
+    b = _image(
+        gt=[[0, 0, 20, 20]],
+        gt_labels=[1],
+        # A wrong-class box scoring above the right one is still a duplicate of the found object.
+        boxes=[[0, 0, 20, 20], [0, 0, 20, 19]],
+        scores=[0.95, 0.4],
+        labels=[2, 1],
+    )
+    return [a, b]
+
+
+def test_precision_recall_f1_and_duplicates_on_a_known_case() -> None:
+    images = _counts_case()
+    at_03 = detection_counts(images, 0.3)  # a: 5 boxes, 1 TP, 2 dup; b: 2 boxes, 1 TP, 1 dup
+    assert (at_03.ground_truth, at_03.detections, at_03.true_positives, at_03.duplicates) == (
+        4,
+        7,
+        2,
+        3,
+    )
+    assert math.isclose(at_03.precision, 2 / 7) and math.isclose(at_03.recall, 0.5)
+    assert math.isclose(at_03.f1, 2 * (2 / 7) * 0.5 / (2 / 7 + 0.5))
+    assert math.isclose(at_03.duplicate_rate, 3 / 4)
+    at_0 = detection_counts(images, 0.0)
+    assert (at_0.detections, at_0.true_positives, at_0.duplicates) == (8, 3, 3)
+    # Above 0.4 image b's right box is gone: its object is missed, the other box is background.
+    at_05 = detection_counts(images, 0.5)
+    assert (at_05.detections, at_05.true_positives, at_05.duplicates) == (6, 1, 2)
+    assert math.isclose(at_05.f1, 2 * (1 / 6) * 0.25 / (1 / 6 + 0.25))
+    # The threshold is inclusive; max_dets keeps each image's best boxes.
+    at_09 = detection_counts(images, 0.9)
+    assert (at_09.detections, at_09.true_positives, at_09.duplicates) == (2, 1, 0)
+    top1 = detection_counts(images, 0.0, max_dets=1)
+    assert (top1.detections, top1.true_positives) == (2, 1)
+
+
+def test_counts_without_detections_or_objects_are_zero_not_nan() -> None:
+    none = detection_counts([_image([[0, 0, 5, 5]], [0], [], [], [])], 0.3)
+    assert (none.precision, none.recall, none.f1, none.duplicate_rate) == (0.0, 0.0, 0.0, 0.0)
+    background = detection_counts([_image([], [], [[0, 0, 5, 5]], [0.9], [0])], 0.3)
+    assert (background.detections, background.precision, background.recall) == (1, 0.0, 0.0)
+
+
+def test_perfect_answers_score_one() -> None:
+    gt = [[0, 0, 10, 10], [30, 30, 60, 50]]
+    counts = detection_counts([_image(gt, [0, 1], gt, [0.8, 0.7], [0, 1])], 0.5)
+    assert (counts.precision, counts.recall, counts.f1, counts.duplicate_rate) == (1, 1, 1, 0)

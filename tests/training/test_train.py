@@ -91,6 +91,13 @@ def test_package_writes_loads_and_runs(data: Path, tmp_path: Path, task: str) ->
     assert card.notes["export_parity_rel_error"] < 1e-4
     expected = {"classification": "accuracy", "detection": "map50", "segmentation": "miou"}[task]
     assert 0.0 <= card.metrics[expected] <= 1.0  # evaluated on the val split
+    if task == "detection":  # and at the served default threshold, which goes to the notes
+        assert {"precision", "recall", "f1", "duplicate_rate"} <= set(card.metrics)
+        assert "score_threshold" not in card.metrics
+        assert card.notes["evaluated_on"]["postprocessing"] == {
+            "score_threshold": 0.3,
+            "class_agnostic_nms": False,
+        }
     runner = PackageRunner(outcome.package)
     images = sorted((data / task).rglob("*.png"))[:2]
     if task == "segmentation":

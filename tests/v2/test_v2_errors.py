@@ -203,19 +203,26 @@ def test_detection_parameters_reach_the_task(served: BackgroundStack) -> None:
     frame = rgb(png)
     raw = frame.tobytes()
     doc = binary_input("frame", "UINT8", [1, *frame.shape], len(raw))
-    doc["parameters"] = {"score_threshold": 0.9, "max_detections": 2}
-    r = post(served, doc, raw, model=MODELS["detection"])
-    assert r.status_code == 200, r.text
-    head = json.loads(r.content[: int(r.headers[HEADER])]) if HEADER in r.headers else r.json()
-    ref = httpx.post(
-        served.http_url + "/detect",
-        content=png,
-        params={"model": MODELS["detection"], "score_threshold": 0.9, "max_detections": 2},
-    ).json()
-    counts = next(o for o in head["outputs"] if o["name"] == "num_detections")
-    assert counts["data"] == [len(ref["detections"])]
-    doc["parameters"] = {"score_threshold": 2}
-    assert "score_threshold" in error_of(post(served, doc, raw, model=MODELS["detection"]), 400)
+
+    def same_count_as_detect(parameters: dict[str, Any]) -> None:
+        doc["parameters"] = parameters
+        r = post(served, doc, raw, model=MODELS["detection"])
+        assert r.status_code == 200, r.text
+        head = json.loads(r.content[: int(r.headers[HEADER])]) if HEADER in r.headers else r.json()
+        ref = httpx.post(
+            served.http_url + "/detect",
+            content=png,
+            params={"model": MODELS["detection"], **parameters},
+        ).json()
+        counts = next(o for o in head["outputs"] if o["name"] == "num_detections")
+        assert counts["data"] == [len(ref["detections"])], parameters
+
+    same_count_as_detect({"score_threshold": 0.9, "max_detections": 2})
+    same_count_as_detect({"score_threshold": 0.05, "class_agnostic_nms": False})
+    same_count_as_detect({"score_threshold": 0.05, "class_agnostic_nms": True})
+    for bad in ("score_threshold", "class_agnostic_nms"):
+        doc["parameters"] = {bad: 2 if bad == "score_threshold" else "maybe"}
+        assert bad in error_of(post(served, doc, raw, model=MODELS["detection"]), 400)
 
 
 # -- gRPC ---------------------------------------------------------------------------------

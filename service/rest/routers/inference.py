@@ -158,10 +158,19 @@ async def detect(
         description="At most this many detections, best first (default: the model's "
         "manifest; at most its pre_nms_top_k, 1000 by default).",
     ),
+    class_agnostic_nms: bool | None = Query(
+        None,
+        description="true: overlapping boxes suppress each other whatever their classes (one box "
+        "per object); false: only boxes of the same class do (default: the model's manifest).",
+    ),
     format: DetectFormat = DetectFormatQ,
     x_request_timeout_ms: float | None = TimeoutH,
 ) -> Any:
-    params: dict[str, Any] = {"score_threshold": score_threshold, "max_detections": max_detections}
+    params: dict[str, Any] = {
+        "score_threshold": score_threshold,
+        "max_detections": max_detections,
+        "class_agnostic_nms": class_agnostic_nms,
+    }
     result = await data_plane.infer(
         "detection",
         _body(request, data_plane),

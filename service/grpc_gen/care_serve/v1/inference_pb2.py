@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61re_serve/v1/inference.proto\x12\rcare_serve.v1\"\x83\x01\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x15\n\rpreprocess_ms\x18\x02 \x01(\x01\x12\x10\n\x08queue_ms\x18\x03 \x01(\x01\x12\x12\n\ncompute_ms\x18\x04 \x01(\x01\x12\x16\n\x0epostprocess_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\"^\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x00\x88\x01\x01\x42\x08\n\x06_top_k\"F\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\r\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\xce\x01\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x32\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x1d.care_serve.v1.Classification\x12\'\n\x07timings\x18\x04 \x01(\x0b\x32\x16.care_serve.v1.Timings\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\x13\n\x0bimage_width\x18\x06 \x01(\r\x12\x14\n\x0cimage_height\x18\x07 \x01(\r\"\xb8\x01\n\rDetectRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x1c\n\x0fscore_threshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x1b\n\x0emax_detections\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x16\n\x0ereturn_overlay\x18\x06 \x01(\x08\x42\x12\n\x10_score_thresholdB\x11\n\x0f_max_detections\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"\\\n\tDetection\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x1f\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x12.care_serve.v1.Box\"\xdb\x01\n\x0e\x44\x65tectResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0bimage_width\x18\x03 \x01(\r\x12\x14\n\x0cimage_height\x18\x04 \x01(\r\x12,\n\ndetections\x18\x05 \x03(\x0b\x32\x18.care_serve.v1.Detection\x12\'\n\x07timings\x18\x06 \x01(\x0b\x32\x16.care_serve.v1.Timings\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12\x13\n\x0boverlay_png\x18\x08 \x01(\x0c\"W\n\x0eSegmentRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x16\n\x0ereturn_overlay\x18\x04 \x01(\x08\"<\n\nClassShare\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\r\x12\r\n\x05share\x18\x03 \x01(\x02\"\xaf\x02\n\x0fSegmentResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0bimage_width\x18\x03 \x01(\r\x12\x14\n\x0cimage_height\x18\x04 \x01(\r\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x10\n\x08mask_png\x18\x06 \x01(\x0c\x12/\n\x0c\x63lass_shares\x18\x07 \x03(\x0b\x32\x19.care_serve.v1.ClassShare\x12\x13\n\x0boverlay_png\x18\x08 \x01(\x0c\x12\'\n\x07timings\x18\t \x01(\x0b\x32\x16.care_serve.v1.Timings\x12\x12\n\nbatch_size\x18\n \x01(\r\x12\x12\n\nmask_width\x18\x0b \x01(\r\x12\x13\n\x0bmask_height\x18\x0c \x01(\r\"\x13\n\x11ListModelsRequest\"\xfb\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x16\n\x0eloaded_version\x18\x03 \x01(\r\x12\x10\n\x08versions\x18\x04 \x03(\r\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x06 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x07 \x01(\t\x12\x14\n\x0cinput_height\x18\x08 \x01(\r\x12\x13\n\x0binput_width\x18\t \x01(\r\x12\x13\n\x0bnum_classes\x18\n \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x0b \x01(\t\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\r \x01(\t\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.care_serve.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2\x89\x03\n\x10InferenceService\x12K\n\x08\x43lassify\x12\x1e.care_serve.v1.ClassifyRequest\x1a\x1f.care_serve.v1.ClassifyResponse\x12\x45\n\x06\x44\x65tect\x12\x1c.care_serve.v1.DetectRequest\x1a\x1d.care_serve.v1.DetectResponse\x12H\n\x07Segment\x12\x1d.care_serve.v1.SegmentRequest\x1a\x1e.care_serve.v1.SegmentResponse\x12Q\n\nListModels\x12 .care_serve.v1.ListModelsRequest\x1a!.care_serve.v1.ListModelsResponse\x12\x44\n\x08GetModel\x12\x1e.care_serve.v1.GetModelRequest\x1a\x18.care_serve.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61re_serve/v1/inference.proto\x12\rcare_serve.v1\"\x83\x01\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x15\n\rpreprocess_ms\x18\x02 \x01(\x01\x12\x10\n\x08queue_ms\x18\x03 \x01(\x01\x12\x12\n\ncompute_ms\x18\x04 \x01(\x01\x12\x16\n\x0epostprocess_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\"^\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x00\x88\x01\x01\x42\x08\n\x06_top_k\"F\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\r\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\xce\x01\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x32\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x1d.care_serve.v1.Classification\x12\'\n\x07timings\x18\x04 \x01(\x0b\x32\x16.care_serve.v1.Timings\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\x13\n\x0bimage_width\x18\x06 \x01(\r\x12\x14\n\x0cimage_height\x18\x07 \x01(\r\"\xf0\x01\n\rDetectRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x1c\n\x0fscore_threshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x1b\n\x0emax_detections\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x16\n\x0ereturn_overlay\x18\x06 \x01(\x08\x12\x1f\n\x12\x63lass_agnostic_nms\x18\x07 \x01(\x08H\x02\x88\x01\x01\x42\x12\n\x10_score_thresholdB\x11\n\x0f_max_detectionsB\x15\n\x13_class_agnostic_nms\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"\\\n\tDetection\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x1f\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x12.care_serve.v1.Box\"\xdb\x01\n\x0e\x44\x65tectResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0bimage_width\x18\x03 \x01(\r\x12\x14\n\x0cimage_height\x18\x04 \x01(\r\x12,\n\ndetections\x18\x05 \x03(\x0b\x32\x18.care_serve.v1.Detection\x12\'\n\x07timings\x18\x06 \x01(\x0b\x32\x16.care_serve.v1.Timings\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12\x13\n\x0boverlay_png\x18\x08 \x01(\x0c\"W\n\x0eSegmentRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x16\n\x0ereturn_overlay\x18\x04 \x01(\x08\"<\n\nClassShare\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\r\x12\r\n\x05share\x18\x03 \x01(\x02\"\xaf\x02\n\x0fSegmentResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0bimage_width\x18\x03 \x01(\r\x12\x14\n\x0cimage_height\x18\x04 \x01(\r\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x10\n\x08mask_png\x18\x06 \x01(\x0c\x12/\n\x0c\x63lass_shares\x18\x07 \x03(\x0b\x32\x19.care_serve.v1.ClassShare\x12\x13\n\x0boverlay_png\x18\x08 \x01(\x0c\x12\'\n\x07timings\x18\t \x01(\x0b\x32\x16.care_serve.v1.Timings\x12\x12\n\nbatch_size\x18\n \x01(\r\x12\x12\n\nmask_width\x18\x0b \x01(\r\x12\x13\n\x0bmask_height\x18\x0c \x01(\r\"\x13\n\x11ListModelsRequest\"\xfb\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x16\n\x0eloaded_version\x18\x03 \x01(\r\x12\x10\n\x08versions\x18\x04 \x03(\r\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x06 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x07 \x01(\t\x12\x14\n\x0cinput_height\x18\x08 \x01(\r\x12\x13\n\x0binput_width\x18\t \x01(\r\x12\x13\n\x0bnum_classes\x18\n \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x0b \x01(\t\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\r \x01(\t\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.care_serve.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2\x89\x03\n\x10InferenceService\x12K\n\x08\x43lassify\x12\x1e.care_serve.v1.ClassifyRequest\x1a\x1f.care_serve.v1.ClassifyResponse\x12\x45\n\x06\x44\x65tect\x12\x1c.care_serve.v1.DetectRequest\x1a\x1d.care_serve.v1.DetectResponse\x12H\n\x07Segment\x12\x1d.care_serve.v1.SegmentRequest\x1a\x1e.care_serve.v1.SegmentResponse\x12Q\n\nListModels\x12 .care_serve.v1.ListModelsRequest\x1a!.care_serve.v1.ListModelsResponse\x12\x44\n\x08GetModel\x12\x1e.care_serve.v1.GetModelRequest\x1a\x18.care_serve.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,27 +40,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFYRESPONSE']._serialized_start=351
   _globals['_CLASSIFYRESPONSE']._serialized_end=557
   _globals['_DETECTREQUEST']._serialized_start=560
-  _globals['_DETECTREQUEST']._serialized_end=744
-  _globals['_BOX']._serialized_start=746
-  _globals['_BOX']._serialized_end=799
-  _globals['_DETECTION']._serialized_start=801
-  _globals['_DETECTION']._serialized_end=893
-  _globals['_DETECTRESPONSE']._serialized_start=896
-  _globals['_DETECTRESPONSE']._serialized_end=1115
-  _globals['_SEGMENTREQUEST']._serialized_start=1117
-  _globals['_SEGMENTREQUEST']._serialized_end=1204
-  _globals['_CLASSSHARE']._serialized_start=1206
-  _globals['_CLASSSHARE']._serialized_end=1266
-  _globals['_SEGMENTRESPONSE']._serialized_start=1269
-  _globals['_SEGMENTRESPONSE']._serialized_end=1572
-  _globals['_LISTMODELSREQUEST']._serialized_start=1574
-  _globals['_LISTMODELSREQUEST']._serialized_end=1593
-  _globals['_MODELINFO']._serialized_start=1596
-  _globals['_MODELINFO']._serialized_end=1847
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1849
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1911
-  _globals['_GETMODELREQUEST']._serialized_start=1913
-  _globals['_GETMODELREQUEST']._serialized_end=1944
-  _globals['_INFERENCESERVICE']._serialized_start=1947
-  _globals['_INFERENCESERVICE']._serialized_end=2340
+  _globals['_DETECTREQUEST']._serialized_end=800
+  _globals['_BOX']._serialized_start=802
+  _globals['_BOX']._serialized_end=855
+  _globals['_DETECTION']._serialized_start=857
+  _globals['_DETECTION']._serialized_end=949
+  _globals['_DETECTRESPONSE']._serialized_start=952
+  _globals['_DETECTRESPONSE']._serialized_end=1171
+  _globals['_SEGMENTREQUEST']._serialized_start=1173
+  _globals['_SEGMENTREQUEST']._serialized_end=1260
+  _globals['_CLASSSHARE']._serialized_start=1262
+  _globals['_CLASSSHARE']._serialized_end=1322
+  _globals['_SEGMENTRESPONSE']._serialized_start=1325
+  _globals['_SEGMENTRESPONSE']._serialized_end=1628
+  _globals['_LISTMODELSREQUEST']._serialized_start=1630
+  _globals['_LISTMODELSREQUEST']._serialized_end=1649
+  _globals['_MODELINFO']._serialized_start=1652
+  _globals['_MODELINFO']._serialized_end=1903
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1905
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1967
+  _globals['_GETMODELREQUEST']._serialized_start=1969
+  _globals['_GETMODELREQUEST']._serialized_end=2000
+  _globals['_INFERENCESERVICE']._serialized_start=2003
+  _globals['_INFERENCESERVICE']._serialized_end=2396
 # @@protoc_insertion_point(module_scope)

@@ -63,20 +63,22 @@ class ClassifyResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
 
 class DetectRequest(_message.Message):
-    __slots__ = ("model", "version", "image", "score_threshold", "max_detections", "return_overlay")
+    __slots__ = ("model", "version", "image", "score_threshold", "max_detections", "return_overlay", "class_agnostic_nms")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MAX_DETECTIONS_FIELD_NUMBER: _ClassVar[int]
     RETURN_OVERLAY_FIELD_NUMBER: _ClassVar[int]
+    CLASS_AGNOSTIC_NMS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     image: bytes
     score_threshold: float
     max_detections: int
     return_overlay: bool
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image: _Optional[bytes] = ..., score_threshold: _Optional[float] = ..., max_detections: _Optional[int] = ..., return_overlay: _Optional[bool] = ...) -> None: ...
+    class_agnostic_nms: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image: _Optional[bytes] = ..., score_threshold: _Optional[float] = ..., max_detections: _Optional[int] = ..., return_overlay: _Optional[bool] = ..., class_agnostic_nms: _Optional[bool] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
