@@ -59,7 +59,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--revision", default=None, help="hub branch, tag or commit (default main)")
     parser.add_argument("--filename", default=None, help="file in the hub repo (default: table)")
     parser.add_argument(
-        "--model-store", dest="store", default="model_store", help="model store (default model_store)"
+        "--model-store",
+        dest="store",
+        default="model_store",
+        help="model store (default model_store)",
     )
     parser.add_argument("--name", default=None, help="model name (default: care-s0, ...)")
     parser.add_argument("--version", type=int, default=1, help="package version (default 1)")

@@ -2,7 +2,8 @@
 
 The fake hub answers what ``hf_hub_download`` asks: ``HEAD`` and ``GET`` on
 ``/{repo}/resolve/{revision}/{filename}`` with ``X-Repo-Commit``, ``ETag`` and
-``Content-Length`` (and ``Range`` for resumed downloads); anything else is 404.
+``Content-Length`` (and ``Range`` for resumed downloads); anything else is a 404
+with the hub's ``X-Error-Code`` (``EntryNotFound``, ``RevisionNotFound``).
 """
 
 from __future__ import annotations
@@ -38,20 +39,26 @@ class FakeHub:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-            def _file(self) -> bytes | None:
+            def _file(self) -> bytes | str:
+                """The file asked for, or the hub's X-Error-Code for a 404."""
                 hub.requests.append(f"{self.command} {self.path}")
                 prefix = f"/{HUB_REPO}/resolve/"
                 if not self.path.startswith(prefix):
-                    return None
+                    return "RepoNotFound"
                 revision, _, filename = self.path[len(prefix) :].partition("/")
-                return hub.files.get(filename) if revision in ("main", COMMIT) else None
+                if revision not in ("main", COMMIT):
+                    return "RevisionNotFound"
+                return hub.files.get(filename, "EntryNotFound")
 
-            def _headers(self, data: bytes | None) -> tuple[int, int]:
-                if data is None:
+            def _headers(self, data: bytes | str) -> tuple[int, int]:
+                if isinstance(data, str):  # a 404 as the real hub sends it
                     self.send_response(404)
+                    self.send_header("X-Error-Code", data)
+                    if data == "EntryNotFound":
+                        self.send_header("X-Repo-Commit", COMMIT)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
-                    return 0, 0
+                    return 0, 404
                 start, status = 0, 200
                 ranged = self.headers.get("Range", "")
                 if ranged.startswith("bytes="):
@@ -70,8 +77,8 @@ class FakeHub:
 
             def do_GET(self) -> None:
                 data = self._file()
-                start, _ = self._headers(data)
-                if data is not None:
+                start, status = self._headers(data)
+                if isinstance(data, bytes) and status != 404:
                     self.wfile.write(data[start:])
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -101,7 +108,9 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     # huggingface_hub reads its environment at import time: point its constants at the test's
     monkeypatch.setattr(hf_constants, "ENDPOINT", fake.url)
     monkeypatch.setattr(
-        hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}"
+        hf_constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        fake.url + "/{repo_id}/resolve/{revision}/{filename}",
     )
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
@@ -114,6 +123,7 @@ def test_pull_end_to_end_then_offline_from_the_cache(tmp_path: Path, hub: FakeHu
     argv = ["pull", "care_s0", "--model-store", str(store), "--input-size", "64"]
     assert main(argv) == 0
     assert any(r.startswith("GET ") for r in hub.requests)
+    assert list((tmp_path / "hf" / "hub").rglob("CARETrans_S0.pth.tar"))  # HF cache in HF_HOME
     package = ModelRepository(store).package("care-s0")
     manifest = package.manifest
     card = manifest.model_card
