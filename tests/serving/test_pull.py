@@ -9,6 +9,7 @@ with the hub's ``X-Error-Code`` (``EntryNotFound``, ``RevisionNotFound``).
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,7 @@ class FakeHub:
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = files
         self.requests: list[str] = []
+        self.cut_after: int | None = None  # drop the connection after this many bytes, once
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,7 +43,8 @@ class FakeHub:
 
             def _file(self) -> bytes | str:
                 """The file asked for, or the hub's X-Error-Code for a 404."""
-                hub.requests.append(f"{self.command} {self.path}")
+                ranged = f" Range: {self.headers['Range']}" if self.headers.get("Range") else ""
+                hub.requests.append(f"{self.command} {self.path}{ranged}")
                 prefix = f"/{HUB_REPO}/resolve/"
                 if not self.path.startswith(prefix):
                     return "RepoNotFound"
@@ -78,8 +81,16 @@ class FakeHub:
             def do_GET(self) -> None:
                 data = self._file()
                 start, status = self._headers(data)
-                if isinstance(data, bytes) and status != 404:
-                    self.wfile.write(data[start:])
+                if not isinstance(data, bytes) or status == 404:
+                    return
+                if hub.cut_after is not None:  # a connection lost mid-download
+                    self.wfile.write(data[start : hub.cut_after])
+                    self.wfile.flush()
+                    hub.cut_after = None
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(data[start:])
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -145,6 +156,28 @@ def test_pull_end_to_end_then_offline_from_the_cache(tmp_path: Path, hub: FakeHu
     assert len(hub.requests) == seen
     again = ModelRepository(store).package("care-s0", 2).manifest
     assert again.model_card.source_sha256 == card.source_sha256
+
+
+def test_a_dropped_download_resumes_with_a_range_request(tmp_path: Path, hub: FakeHub) -> None:
+    """The hub drops the connection near the end: huggingface_hub asks for the rest only.
+
+    (It resumes from the last whole chunk it read, ``DOWNLOAD_CHUNK_SIZE`` = 10 MB, so the cut
+    comes after the first chunk of the 15 MB fixture.)
+    """
+    from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
+
+    data = FIXTURE.read_bytes()
+    cut = len(data) - 1_000_000
+    assert DOWNLOAD_CHUNK_SIZE < cut
+    hub.cut_after = cut
+    argv = ["pull", "care_s0", "--model-store", str(tmp_path / "s"), "--format", "pytorch"]
+    assert main(argv) == 0
+    gets = [r.split("/resolve/", 1)[1] for r in hub.requests if r.startswith("GET ")]
+    assert len(gets) == 2 and "Range" not in gets[0], gets
+    start = int(gets[1].split("Range: bytes=")[1].rstrip("-"))
+    assert 0 < start <= cut
+    package = ModelRepository(tmp_path / "s").package("care-s0")
+    assert package.manifest.model_card.source_sha256 == hashlib.sha256(data).hexdigest()
 
 
 def test_offline_without_cache_is_a_clear_error(
