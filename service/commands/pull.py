@@ -1,12 +1,13 @@
 """``care-serve pull``: the authors' ImageNet checkpoints by name, from the Hugging Face Hub.
 
 The file is fetched with ``huggingface_hub.hf_hub_download`` (progress bar, a
-lost connection resumed with a Range request, kept in the Hugging Face cache,
+lost connection resumed with a Range request, kept in the Hugging Face cache;
 ``--offline`` / ``HF_HUB_OFFLINE=1`` uses only that cache) and then imported
 exactly as ``care-serve import`` does: strict loading (a file of another
 architecture is refused with the loader's key-level message), fused ONNX with
-the parity check, ImageNet labels, and a model card with the file's sha256, the hub revision and the paper's accuracy.
-``HF_ENDPOINT`` points the download at another hub (the tests use a fake one).
+the parity check, ImageNet labels, and a model card with the file's sha256,
+the hub revision and the paper's accuracy. ``HF_ENDPOINT`` points the download
+at another hub (the tests use a fake one).
 """
 
 from __future__ import annotations
