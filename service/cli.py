@@ -19,6 +19,7 @@ from service.errors import CareServeError
 COMMAND_MODULES = (
     "serve",
     "import_model",
+    "pull",
     "export",
     "info",
     "bench",

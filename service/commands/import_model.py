@@ -148,6 +148,17 @@ def _export_fallback(model: Any, path: Path, input_size: tuple[int, int]) -> dic
 
 def run(args: argparse.Namespace) -> int:
     """Build the package and print where it went."""
+    return import_checkpoint(args)
+
+
+def import_checkpoint(
+    args: argparse.Namespace,
+    *,
+    source: str | None = None,
+    metrics: dict[str, float] | None = None,
+    card_notes: dict[str, Any] | None = None,
+) -> int:
+    """``import`` proper; ``pull`` passes the hub URL, the paper's figures and notes."""
     import tempfile
 
     from service.models import create_model, read_state_dict
@@ -178,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     digest = sha256_file(ckpt)
     cfg = model.pretrained_cfg
     with tempfile.TemporaryDirectory() as tmp:
-        notes: dict[str, Any] = {"checkpoint_file": ckpt.name}
+        notes: dict[str, Any] = {"checkpoint_file": ckpt.name, **(card_notes or {})}
         if args.format == "onnx":
             weights = Path(tmp) / "model.onnx"
             step(f"exporting fused ONNX at {height}x{width}, then the parity check vs torch")
@@ -209,8 +220,9 @@ def run(args: argparse.Namespace) -> int:
                 description=args.description
                 or f"{args.arch} image classifier ({num_classes} classes) imported from "
                 f"{ckpt.name}",
-                source=str(ckpt.resolve()),
+                source=source or str(ckpt.resolve()),
                 source_sha256=digest,
+                metrics=dict(metrics or {}),
                 license=args.license,
                 notes=notes,
             ),
