@@ -7,7 +7,7 @@ happen here.
 
 A request's life, each stage bounded by the request deadline:
 
-1. **admission** (``ModelManager.acquire``): the model admits at most
+1. **admission** (``ModelManager.admit``): the model admits at most
    ``max_queue_size + max_batch_size`` requests at once, counted from the moment
    a request arrives (before its body is read), else ``ServerBusy`` (503 +
    ``Retry-After`` / RESOURCE_EXHAUSTED);

@@ -5,7 +5,7 @@ the task and a warmed-up batcher in a worker thread while the current version
 keeps serving, then swaps the new version in atomically (one assignment on the
 event loop) and drains the old one: it waits until the requests that already
 hold it have finished, then closes it. A failed load leaves the old version
-serving. Requests take a model with ``acquire`` and give it back with
+serving. Requests find a model with ``lookup``, hold it with ``admit`` and give it back with
 ``release``, so draining knows when the old version is idle.
 """
 
@@ -164,12 +164,6 @@ class ModelManager:
             f"no {task} model is loaded; name one with the 'model' parameter or load one "
             "(POST /models/{name}/load)"
         )
-
-    def acquire(self, task: str, name: str | None, version: int | str | None) -> LoadedModel:
-        """``lookup`` then ``admit``: the serving version, held for one request."""
-        loaded = self.lookup(task, name, version)
-        self.admit(loaded)
-        return loaded
 
     def lookup(self, task: str, name: str | None, version: int | str | None) -> LoadedModel:
         """The serving version of ``name`` (or the task's default) for ``task``."""
