@@ -56,6 +56,14 @@ class Unauthorized(CareServeError):
     grpc_code = "UNAUTHENTICATED"
 
 
+class Conflict(CareServeError):
+    """The request conflicts with the server's configuration (e.g. load/unload while the
+    store is watched)."""
+
+    status_code = 409
+    grpc_code = "FAILED_PRECONDITION"
+
+
 class ModelNotReady(CareServeError):
     """The model exists but is loading, unloading or failed to load."""
 

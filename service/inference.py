@@ -38,6 +38,7 @@ from pydantic import BaseModel
 
 from service.errors import (
     CareServeError,
+    Conflict,
     DeadlineExceeded,
     InvalidInput,
     ModelNotReady,
@@ -450,16 +451,30 @@ class DataPlane:
                 "this operation needs the admin token: send 'Authorization: Bearer <token>'"
             )
 
+    def check_model_control(self, authorization: str | None) -> None:
+        """Load/unload are allowed: the admin token matches and the store is not watched."""
+        self.check_admin(authorization)
+        if self.settings.model_control == "poll":
+            raise Conflict(
+                "the server watches the model store (model_control poll): add, change or "
+                "remove versions in the store instead; it is scanned every "
+                f"{self.settings.repository_poll_s:g} s"
+            )
+
     async def load_model(
         self, name: str, version: int | str | None, authorization: str | None
     ) -> dict[str, Any]:
-        self.check_admin(authorization)
+        """Load one version beside the others, or (no version) what the policy selects."""
+        self.check_model_control(authorization)
         await self.manager.load(name, version)
         return self.manager.describe(name)
 
-    async def unload_model(self, name: str, authorization: str | None) -> dict[str, Any]:
-        self.check_admin(authorization)
-        await self.manager.unload(name)
+    async def unload_model(
+        self, name: str, authorization: str | None, version: int | str | None = None
+    ) -> dict[str, Any]:
+        """Unload one version, or (no version) every version of ``name``."""
+        self.check_model_control(authorization)
+        await self.manager.unload(name, version)
         return self.manager.describe(name)
 
     def list_models(self) -> list[dict[str, Any]]:

@@ -1,12 +1,20 @@
 """The model manager: load, warm up, serve, reload and unload model versions.
 
-One version of each model name serves at a time. ``load`` builds the backend,
-the task and a warmed-up batcher in a worker thread while the current version
-keeps serving, then swaps the new version in atomically (one assignment on the
-event loop) and drains the old one: it waits until the requests that already
-hold it have finished, then closes it. A failed load leaves the old version
-serving. Requests find a model with ``lookup``, hold it with ``admit`` and give it back with
-``release``, so draining knows when the old version is idle.
+Several versions of a model can serve at once: which ones is the model's version
+policy (``store.json``, ``service.store.config``; by default the newest version
+only). ``load`` builds a version's backend, task and warmed-up batcher in a worker
+thread while everything else keeps serving, then swaps it in atomically (one
+assignment on the event loop); reloading a serving version drains the old copy:
+it waits until the requests that already hold it have finished, then closes it.
+A failed load leaves what was serving serving, and its error is kept per version.
+Requests find a version with ``lookup``, hold it with ``admit`` and give it back
+with ``release``, so draining knows when a version is idle.
+
+Defaults never depend on what happens to be loaded. The default model of a task is
+the one ``store.json`` names; without one, the first model of that task that was
+loaded (start-up loads in the order of the ``models`` setting, ``*`` alphabetically),
+kept until it is unloaded. The default version of a model is its ``default_version``
+in ``store.json``, else the highest version serving.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from service.errors import (
 from service.metrics import ServingMetrics
 from service.redaction import redact_paths, redact_values
 from service.settings import Settings, cpu_count
+from service.store.config import STORE_FILE, StoreConfig, VersionPolicy
 from service.store.manifest import TASKS, Manifest
 from service.store.package import read_labels
 from service.store.repository import ModelRepository, PackageInfo, check_name, check_version
@@ -43,6 +52,8 @@ from service.tasks.base import Task, get_task_class
 __all__ = ["LoadedModel", "ModelManager"]
 
 log = logging.getLogger(__name__)
+
+Fingerprint = tuple[tuple[str, int, int], ...]
 
 
 @dataclass
@@ -71,7 +82,7 @@ class LoadedModel:
 
 
 class ModelManager:
-    """Owns every loaded model; all methods run on the server's event loop."""
+    """Owns every loaded model version; all methods run on the server's event loop."""
 
     def __init__(
         self, repository: ModelRepository, settings: Settings, metrics: ServingMetrics
@@ -79,9 +90,12 @@ class ModelManager:
         self.repository = repository
         self.settings = settings
         self.metrics = metrics
-        self._models: dict[str, LoadedModel] = {}
-        self._loading: dict[str, int] = {}
-        self._errors: dict[str, tuple[int | None, str]] = {}  # name -> (version, message)
+        self._models: dict[str, dict[int, LoadedModel]] = {}  # name -> version -> serving
+        self._loading: dict[str, set[int]] = {}
+        # name -> version -> message of its last failed load; dict order = recency.
+        self._errors: dict[str, dict[int | None, str]] = {}
+        self._fingerprints: dict[tuple[str, int], Fingerprint] = {}  # of what serves
+        self._failed: dict[tuple[str, int], Fingerprint] = {}  # files that failed to load
         self._locks: dict[str, asyncio.Lock] = {}
         self._threads = settings.threads_per_model(1)
         # Caps the intra-op threads computing at once, across all models, to the cores.
@@ -90,6 +104,26 @@ class ModelManager:
         # Models that should be serving: the start-up targets and what was loaded since,
         # minus what was unloaded. Strict readiness needs every one of them serving.
         self._wanted: set[str] = set()
+        self._first_loaded: dict[str, str] = {}  # task -> its default without store.json
+        self.config = StoreConfig()
+        self.config_error: str | None = None
+
+    # -- the store's configuration ---------------------------------------------------------
+    def refresh_config(self) -> StoreConfig:
+        """Re-read ``store.json``; an invalid file keeps the last good one and is reported."""
+        try:
+            self.config = self.repository.config()
+        except ModelStoreError as exc:
+            if exc.message != self.config_error:
+                log.error("%s; keeping the previous store configuration", exc.message)
+            self.config_error = exc.message
+        else:
+            self.config_error = None
+        return self.config
+
+    def policy(self, name: str) -> VersionPolicy:
+        """The version policy of ``name`` (``store.json``, default the newest version)."""
+        return self.config.model(name).version_policy
 
     # -- start-up ------------------------------------------------------------------------
     def startup_targets(self) -> list[tuple[str, int | None]]:
@@ -106,72 +140,107 @@ class ModelManager:
         return list(targets.items())
 
     async def start(self) -> list[str]:
-        """Load the start-up models; return one human-readable line per model.
+        """Load the start-up models; return one human-readable line per version.
 
-        A model named without a version whose newest version fails to load falls
-        back to the newest one that loads (and the line says so); a model none of
-        whose versions loads keeps the server not ready under strict readiness.
+        A model named without a version loads the versions its policy selects; when
+        none of them loads, it falls back to the newest version that does (and the
+        line says so). A model none of whose versions loads keeps the server not
+        ready under strict readiness.
         """
+        self.refresh_config()
+        lines = [f"FAILED {self.config_error}"] if self.config_error else []
         targets = self.startup_targets()
         self._threads = self.settings.threads_per_model(len(targets))
         self._wanted.update(name for name, _ in targets)
-        lines = []
         if not targets:
             lines.append(f"no models to load: the model store {self.repository.root} is empty")
         for name, version in targets:
-            lines.append(await self._start_one(name, version))
+            lines.extend(await self._start_one(name, version))
+        for task, name in sorted(self.config.defaults.items()):
+            if name not in self._models:
+                lines.append(
+                    f"WARNING the default {task} model {name!r} ({STORE_FILE}) is not loaded"
+                )
         self._started = True
         return lines
 
-    async def _start_one(self, name: str, version: int | None) -> str:
-        candidates: list[int | None] = [version]
-        if version is None:
-            candidates = [*sorted(self.repository.versions(name), reverse=True)] or [None]
+    async def _start_one(self, name: str, version: int | None) -> list[str]:
+        disk = self.repository.versions(name)
+        chosen = [version] if version is not None else self.policy(name).select(disk)
+        lines: list[str] = []
         failures: list[str] = []
-        newest_error = None
-        for candidate in candidates:
+        for candidate in chosen:
             try:
-                loaded = await self.load(name, candidate)
+                lines.append(self._loaded_line(await self._load_version(name, candidate)))
             except CareServeError as exc:
-                failures.append(f"{name}/{candidate or '?'}: {exc.message}")
-                newest_error = newest_error or self._errors.get(name)
-                continue
-            if newest_error is not None:  # serving an older version: keep why, for operators
-                self._errors[name] = newest_error
-            line = (
-                f"loaded {name}/{loaded.version} ({loaded.manifest.task}, "
-                f"{loaded.backend.name}) in {loaded.load_seconds:.2f} s"
-            )
-            if failures:
-                line = f"FALLBACK {line}, because " + "; ".join(failures)
-            return line
-        return "FAILED " + "; ".join(failures)
+                failures.append(f"{name}/{candidate}: {exc.message}")
+        if lines:
+            return lines + [f"FAILED {failure}" for failure in failures]
+        if version is None:  # nothing the policy selects loads: the newest older one that does
+            for candidate in sorted(set(disk) - set(chosen), reverse=True):
+                try:
+                    loaded = await self._load_version(name, candidate)
+                except CareServeError as exc:
+                    failures.append(f"{name}/{candidate}: {exc.message}")
+                    continue
+                return [f"FALLBACK {self._loaded_line(loaded)}, because " + "; ".join(failures)]
+        if not failures:
+            failures.append(f"{name}: its version policy selects none of its versions {disk}")
+        return ["FAILED " + "; ".join(failures)]
+
+    @staticmethod
+    def _loaded_line(loaded: LoadedModel) -> str:
+        return (
+            f"loaded {loaded.name}/{loaded.version} ({loaded.manifest.task}, "
+            f"{loaded.backend.name}) in {loaded.load_seconds:.2f} s"
+        )
 
     # -- lookup --------------------------------------------------------------------------
+    def _serving_task(self, name: str) -> str | None:
+        versions = self._models.get(name)
+        if not versions:
+            return None
+        return versions[max(versions)].manifest.task
+
     def default_model(self, task: str) -> str:
-        """The model that serves ``task`` when a request names none."""
-        candidates = sorted(n for n, m in self._models.items() if m.manifest.task == task)
-        try:
-            preferred = self.repository.store_defaults().get(task)
-        except ModelStoreError as exc:
-            log.warning("%s", exc.message)
-            preferred = None
-        if preferred in candidates:
-            return str(preferred)
-        if candidates:
-            return candidates[0]
+        """The model that serves ``task`` when a request names none (see the module doc)."""
+        explicit = self.config.defaults.get(task)
+        if explicit is not None:
+            if self._serving_task(explicit) == task:
+                return explicit
+            if explicit in self._loading:
+                raise ModelNotReady(
+                    f"the default {task} model {explicit!r} is loading; retry shortly"
+                )
+            raise NotFound(
+                f"the default {task} model {explicit!r} (set in {STORE_FILE}) is not loaded; "
+                f"name a model with the 'model' parameter or load it (POST /models/{explicit}/load)"
+            )
+        first = self._first_loaded.get(task)
+        if first is not None and self._serving_task(first) == task:
+            return first
         raise NotFound(
             f"no {task} model is loaded; name one with the 'model' parameter or load one "
             "(POST /models/{name}/load)"
         )
+
+    def default_version(self, name: str) -> int | None:
+        """The version answering requests to ``name`` that name none (None: none serves)."""
+        versions = self._models.get(name)
+        if not versions:
+            return None
+        configured = self.config.model(name).default_version
+        if configured is not None:
+            return configured if configured in versions else None
+        return max(versions)
 
     def lookup(self, task: str, name: str | None, version: int | str | None) -> LoadedModel:
         """The serving version of ``name`` (or the task's default) for ``task``."""
         get_task_class(task)  # NotSupported when this build has no such task
         name = self.default_model(task) if not name else check_name(name)
         wanted = None if version in (None, "", 0) else check_version(version)
-        loaded = self._models.get(name)
-        if loaded is None:
+        versions = self._models.get(name)
+        if not versions:
             if name in self._loading:
                 raise ModelNotReady(f"model {name!r} is loading; retry shortly")
             if self.repository.versions(name):
@@ -181,10 +250,23 @@ class ModelManager:
                 )
             known = ", ".join(sorted(self._models)) or "none"
             raise NotFound(f"model {name!r} not found (loaded models: {known})")
-        if wanted is not None and wanted != loaded.version:
+        serving = ", ".join(map(str, sorted(versions)))
+        if wanted is None:
+            chosen = self.default_version(name)
+            if chosen is None:
+                configured = self.config.model(name).default_version
+                raise NotFound(
+                    f"the default version {configured} of model {name!r} (set in {STORE_FILE}) "
+                    f"is not serving (serving versions: {serving}); name a version"
+                )
+            wanted = chosen
+        loaded = versions.get(wanted)
+        if loaded is None:
+            if wanted in self._loading.get(name, ()):
+                raise ModelNotReady(f"version {wanted} of model {name!r} is loading; retry shortly")
             raise NotFound(
-                f"version {wanted} of model {name!r} is not loaded (serving version "
-                f"{loaded.version}; load another with POST /models/{name}/load?version=N)"
+                f"version {wanted} of model {name!r} is not loaded (serving versions: "
+                f"{serving}; load another with POST /models/{name}/load?version=N)"
             )
         if loaded.manifest.task != task:
             raise InvalidInput(
@@ -198,7 +280,7 @@ class ModelManager:
         """Hold ``loaded`` for a request of ``images`` images, or ``ServerBusy`` when full.
 
         Counted from arrival (before the body is read or decoded): at most
-        ``max_queue_size + max_batch_size`` images per model at once.
+        ``max_queue_size + max_batch_size`` images per model version at once.
         """
         batching = loaded.manifest.batching
         limit = batching.max_queue_size + batching.max_batch_size
@@ -215,44 +297,122 @@ class ModelManager:
         model.inflight -= images
 
     def loaded(self) -> dict[str, LoadedModel]:
-        return dict(self._models)
+        """Every serving model by name, at its default version (or its highest one)."""
+        result = {}
+        for name, versions in self._models.items():
+            if versions:
+                chosen = self.default_version(name)
+                result[name] = versions[chosen if chosen is not None else max(versions)]
+        return result
+
+    def loaded_versions(self) -> dict[str, dict[int, LoadedModel]]:
+        """Every serving version, by name then version."""
+        return {name: dict(versions) for name, versions in self._models.items() if versions}
 
     # -- lifecycle -----------------------------------------------------------------------
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    async def load(self, name: str, version: int | str | None = None) -> LoadedModel:
-        """Load (or reload) ``name`` at ``version`` (default newest); swap; drain the old."""
+    async def load(self, name: str, version: int | str | None = None) -> None:
+        """Load (or reload) version ``version`` of ``name`` beside the others; without a
+        version, (re)load what the model's version policy selects and retire the rest."""
         name = check_name(name)
+        self.refresh_config()
+        if version not in (None, "", 0):
+            await self._load_version(name, check_version(version))
+            return
+        await self.apply_policy(name, reload=True)
+
+    async def apply_policy(
+        self, name: str, *, reload: bool, policy: VersionPolicy | None = None
+    ) -> list[str]:
+        """Make what serves of ``name`` match its version policy and the store.
+
+        Loads the selected versions not serving (``reload``: and reloads the serving
+        ones; otherwise reloads only a version whose files changed, and retries a failed
+        one only once its files change). Versions gone from the store are retired; the
+        others outside the policy only once every selected version serves, so a new
+        version that fails leaves the old one serving. Raises the first load error after
+        doing the rest; returns a line per change. ``policy`` overrides the model's.
+        """
+        policy = policy or self.policy(name)
+        disk = self.repository.versions(name)
+        selected = policy.select(disk)
+        if not selected and reload:
+            raise NotFound(
+                f"the version policy of {name!r} ({policy.describe()}) selects none "
+                f"of its versions in the store ({disk or 'none'})"
+            )
+        changes: list[str] = []
+        first_error: CareServeError | None = None
+        for v in selected:
+            key = (name, v)
+            current = self.repository.fingerprint(name, v)
+            serving = v in self._models.get(name, {})
+            if not reload:
+                if serving and self._fingerprints.get(key) == current:
+                    continue
+                if not serving and self._failed.get(key) == current:
+                    continue
+            try:
+                loaded = await self._load_version(name, v)
+            except CareServeError as exc:
+                first_error = first_error or exc
+                changes.append(f"FAILED {name}/{v}: {exc.message}")
+                continue
+            changes.append(("reloaded " if serving else "") + self._loaded_line(loaded))
+        serving_now = self._models.get(name, {})
+        retire = [v for v in serving_now if v not in disk]
+        if all(v in serving_now for v in selected):
+            retire += [v for v in serving_now if v in disk and v not in selected]
+        for v in sorted(retire):
+            await self.unload(name, v)
+            changes.append(f"unloaded {name}/{v}")
+        if first_error is not None and reload:
+            raise first_error
+        return changes
+
+    async def _load_version(self, name: str, version: int) -> LoadedModel:
+        """Build version ``version`` of ``name``, swap it in, drain the copy it replaces."""
         async with self._lock(name):
+            key = (name, version)
+            fingerprint = self.repository.fingerprint(name, version)
             try:
                 package = self.repository.package(name, version)
             except ModelStoreError as exc:
-                versions = self.repository.versions(name)
-                wanted = check_version(version) if version else versions[-1] if versions else None
-                raise self._load_failed(name, wanted, exc) from None
-            self._loading[name] = package.manifest.version
-            self.metrics.model_ready.labels(name, str(package.manifest.version)).set(0)
+                raise self._load_failed(name, version, exc, fingerprint) from None
+            loading = self._loading.setdefault(name, set())
+            loading.add(version)
+            labels = (name, str(version))
+            if version not in self._models.get(name, {}):
+                self.metrics.model_ready.labels(*labels).set(0)
             try:
                 new = await self._build(package)
             except CareServeError as exc:
-                raise self._load_failed(name, package.manifest.version, exc) from None
+                raise self._load_failed(name, version, exc, fingerprint) from None
             except Exception as exc:
-                message = f"loading {name}/{package.manifest.version} failed: {exc!r}"
+                message = f"loading {name}/{version} failed: {exc!r}"
                 log.exception("%s", message)
                 error = ModelStoreError(message)
-                raise self._load_failed(name, package.manifest.version, error) from exc
+                raise self._load_failed(name, version, error, fingerprint) from exc
             finally:
-                self._loading.pop(name, None)
-            old = self._models.get(name)
-            self._models[name] = new  # the atomic swap: new requests see only `new`
+                loading.discard(version)
+                if not loading:
+                    self._loading.pop(name, None)
+            versions = self._models.setdefault(name, {})
+            old = versions.get(version)
+            versions[version] = new  # the atomic swap: new requests see only `new`
             self._wanted.add(name)
-            self._errors.pop(name, None)
-            self.metrics.model_ready.labels(name, str(new.version)).set(1)
+            self._first_loaded.setdefault(new.manifest.task, name)
+            self._errors.get(name, {}).pop(version, None)
+            self._fingerprints[key] = fingerprint
+            self._failed.pop(key, None)
+            self.metrics.model_ready.labels(*labels).set(1)
+            self.metrics.load_error.labels(*labels).set(0)
             log.info(
                 "serving %s/%s (%s, %s threads) after %.2f s",
                 name,
-                new.version,
+                version,
                 new.backend.name,
                 new.threads,
                 new.load_seconds,
@@ -261,32 +421,72 @@ class ModelManager:
                 await self._retire(old)
             return new
 
-    def _load_failed(self, name: str, version: int | None, exc: CareServeError) -> CareServeError:
-        """Record the load error of ``name`` (full in the log, redacted for clients)."""
+    def _load_failed(
+        self, name: str, version: int, exc: CareServeError, fingerprint: Fingerprint
+    ) -> CareServeError:
+        """Record the load error of ``name/version`` (full in the log, redacted for clients)."""
         log.error("loading %s/%s failed: %s", name, version, exc.message)
         exc.message = redact_paths(exc.message, self.repository.root)
-        self._errors[name] = (version, exc.message)
+        errors = self._errors.setdefault(name, {})
+        errors.pop(version, None)  # re-inserted last: the newest error
+        errors[version] = exc.message
+        self._failed[(name, version)] = fingerprint
+        labels = (name, str(version))
+        self.metrics.load_failures.labels(*labels).inc()
+        self.metrics.load_error.labels(*labels).set(1)
         return exc
 
-    async def unload(self, name: str) -> LoadedModel:
-        """Stop serving ``name``: refuse new requests, finish the accepted ones, free it."""
+    async def unload(self, name: str, version: int | str | None = None) -> None:
+        """Stop serving ``name`` (every version, or only ``version``): refuse new requests,
+        finish the accepted ones, free them."""
         name = check_name(name)
+        wanted = None if version in (None, "", 0) else check_version(version)
         async with self._lock(name):
-            old = self._models.pop(name, None)
-            if old is None:
+            versions = self._models.get(name, {})
+            if not versions:
                 raise NotFound(f"model {name!r} is not loaded")
-            self._wanted.discard(name)
-            self._errors.pop(name, None)
-            await self._retire(old)
-            return old
+            if wanted is not None and wanted not in versions:
+                serving = ", ".join(map(str, sorted(versions)))
+                raise NotFound(
+                    f"version {wanted} of model {name!r} is not loaded "
+                    f"(serving versions: {serving})"
+                )
+            retired = [versions.pop(v) for v in ([wanted] if wanted else sorted(versions))]
+            if not versions:
+                self._models.pop(name, None)
+                self._wanted.discard(name)
+                self._forget_default(name)
+            if wanted is None:
+                self._errors.pop(name, None)
+            for old in retired:
+                self._fingerprints.pop((name, old.version), None)
+                await self._retire(old)
+
+    def _forget_default(self, name: str) -> None:
+        """``name`` stopped serving: its tasks' defaults go to the alphabetically first other."""
+        for task, first in list(self._first_loaded.items()):
+            if first != name:
+                continue
+            others = sorted(n for n in self._models if self._serving_task(n) == task)
+            if others:
+                self._first_loaded[task] = others[0]
+            else:
+                del self._first_loaded[task]
+
+    def forget_errors(self, name: str, keep: set[int]) -> None:
+        """Drop the load errors of versions of ``name`` no longer in the store."""
+        errors = self._errors.get(name)
+        if errors:
+            for version in [v for v in errors if v not in keep]:
+                del errors[version]
 
     async def close(self) -> None:
         """Unload everything at once (server shutdown: the data plane has answered every
         request already, so nothing is waited for; a batch still running in a backend
         thread finishes there)."""
         for name in list(self._models):
-            model = self._models.pop(name)
-            await self._retire(model, drain_s=0.0)
+            for model in self._models.pop(name).values():
+                await self._retire(model, drain_s=0.0)
         self._wanted.clear()
 
     async def _retire(self, model: LoadedModel, drain_s: float | None = None) -> None:
@@ -311,10 +511,7 @@ class ModelManager:
         model.backend.close()
         model.state = "unloaded"
         labels = (model.name, str(model.version))
-        if (
-            self._models.get(model.name) is None
-            or self._models[model.name].version != model.version
-        ):
+        if self._models.get(model.name, {}).get(model.version) is None:
             self.metrics.model_ready.labels(*labels).set(0)
         self.metrics.queue_depth.labels(*labels).set(0)
         log.info("unloaded %s/%s", model.name, model.version)
@@ -385,33 +582,69 @@ class ModelManager:
                 )
 
     # -- listing -------------------------------------------------------------------------
-    def describe(self, name: str) -> dict[str, Any]:
-        """State, versions and manifest summary of one model (loaded or only on disk)."""
-        name = check_name(name)
-        versions = self.repository.versions(name)
-        loaded = self._models.get(name)
-        if loaded is None and not versions and name not in self._loading:
-            raise NotFound(f"model {name!r} is neither loaded nor in the model store")
-        if loaded is not None:
-            state, manifest = loaded.state, loaded.manifest
-        else:
+    def _version_states(self, name: str, disk: list[int]) -> list[dict[str, Any]]:
+        serving = self._models.get(name, {})
+        loading = self._loading.get(name, set())
+        errors = self._errors.get(name, {})
+        default = self.default_version(name)
+        selected = set(self.policy(name).select(disk))
+        states = []
+        for v in sorted(set(disk) | set(serving) | loading):
             state = (
-                "loading"
-                if name in self._loading
+                "ready"
+                if v in serving
+                else "loading"
+                if v in loading
                 else "failed"
-                if name in self._errors
-                else ("available")
+                if v in errors
+                else "available"
             )
+            states.append(
+                {
+                    "version": v,
+                    "state": state,
+                    "default": v == default,
+                    "in_policy": v in selected,
+                    "error": errors.get(v),
+                }
+            )
+        return states
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """State, versions, defaults and manifest summary of one model (loaded or on disk)."""
+        name = check_name(name)
+        disk = self.repository.versions(name)
+        serving = self._models.get(name, {})
+        if not serving and not disk and name not in self._loading:
+            raise NotFound(f"model {name!r} is neither loaded nor in the model store")
+        default = self.default_version(name)
+        loaded = serving.get(default) if default is not None else None
+        if loaded is None and serving:
+            loaded = serving[max(serving)]
+        errors = self._errors.get(name, {})
+        if loaded is not None:
+            state, manifest = "ready", loaded.manifest
+        else:
+            state = "loading" if name in self._loading else "failed" if errors else ("available")
             try:
                 manifest = self.repository.package(name).manifest
             except CareServeError:
                 manifest = None
-        error_version, error = self._errors.get(name, (None, None))
+        error_version, error = next(reversed(errors.items()), (None, None))
+        config = self.config.model(name)
         info: dict[str, Any] = {
             "name": name,
             "state": state,
-            "loaded_version": loaded.version if loaded else None,
-            "versions": versions,
+            "loaded_version": default,
+            "loaded_versions": sorted(serving),
+            "versions": disk,
+            "version_policy": config.version_policy.describe(),
+            "default_version": default,
+            "default_version_source": (
+                STORE_FILE if config.default_version is not None else "highest serving version"
+            ),
+            "default_for": self.default_for(name),
+            "version_status": self._version_states(name, disk),
             "error": error,
             "error_version": error_version,
         }
@@ -430,9 +663,35 @@ class ModelManager:
                 backend=loaded.backend.name,
                 threads=loaded.threads,
                 load_seconds=round(loaded.load_seconds, 4),
-                queue_depth=loaded.batcher.queue_depth,
+                queue_depth=sum(m.batcher.queue_depth for m in serving.values()),
             )
         return info
+
+    def default_for(self, name: str) -> list[str]:
+        """The tasks whose requests naming no model go to ``name``."""
+        tasks = []
+        for task in TASKS:
+            try:
+                if self.default_model(task) == name:
+                    tasks.append(task)
+            except CareServeError:
+                continue
+        return tasks
+
+    def defaults(self) -> dict[str, dict[str, Any]]:
+        """Per task: the default model, where the choice comes from, and whether it serves."""
+        result: dict[str, dict[str, Any]] = {}
+        for task in TASKS:
+            explicit = self.config.defaults.get(task)
+            name = explicit or self._first_loaded.get(task)
+            if name is None:
+                continue
+            result[task] = {
+                "model": name,
+                "source": STORE_FILE if explicit else "first loaded",
+                "serving": self._serving_task(name) == task,
+            }
+        return result
 
     def list_models(self) -> list[dict[str, Any]]:
         """Every model loaded or in the store, with its state and versions."""
@@ -446,11 +705,11 @@ class ModelManager:
         """
         if not self._started:
             return False
-        return not self.settings.strict_readiness or self._wanted.issubset(self._models)
+        return not self.settings.strict_readiness or not self.not_serving()
 
     def not_serving(self) -> list[str]:
         """Models that should be serving but are not (why readiness is false)."""
-        return sorted(self._wanted.difference(self._models))
+        return sorted(n for n in self._wanted if not self._models.get(n))
 
 
 _ROUTE = {

@@ -99,3 +99,15 @@ class ServingMetrics:
             MODEL_LABELS,
             registry=registry,
         )
+        self.load_failures = Counter(
+            "care_model_load_failures",
+            "Failed loads of the model version (bad files, warm-up errors).",
+            MODEL_LABELS,
+            registry=registry,
+        )
+        self.load_error = Gauge(
+            "care_model_load_error",
+            "1 while the last load of the model version failed, else 0.",
+            MODEL_LABELS,
+            registry=registry,
+        )

@@ -33,6 +33,7 @@ from service.metrics import ServingMetrics
 from service.rest.app import create_app
 from service.settings import Settings
 from service.store.repository import ModelRepository
+from service.store_watcher import StoreWatcher
 from service.workers import WorkerPools
 
 __all__ = ["BackgroundStack", "ServingStack"]
@@ -86,6 +87,7 @@ class ServingStack:
         self._http: _UvicornServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._grpc: GrpcServer | None = None
+        self.watcher: StoreWatcher | None = None
 
     async def start(self) -> None:
         """Load the start-up models, then start REST and gRPC."""
@@ -104,7 +106,11 @@ class ServingStack:
                 raise
         self.startup_report = await self.manager.start()
         for line in self.startup_report:
-            (log.warning if line.startswith(("FAILED", "no models")) else log.info)("%s", line)
+            warn = line.startswith(("FAILED", "WARNING", "no models"))
+            (log.warning if warn else log.info)("%s", line)
+        if self.settings.model_control == "poll":
+            self.watcher = StoreWatcher(self.manager, self.settings.repository_poll_s)
+            self.watcher.start()
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
@@ -139,6 +145,8 @@ class ServingStack:
         loop = asyncio.get_running_loop()
         grace = self.settings.graceful_shutdown_s
         end = loop.time() + grace
+        if self.watcher is not None:
+            await self.watcher.stop()
         self.data_plane.start_draining()
         waits: list[Coroutine[Any, Any, Any]] = []
         if self._grpc is not None:

@@ -48,6 +48,17 @@ class Settings(BaseSettings):
         description="Models to load at start-up (comma-separated; '*' = every model in the "
         "store, newest version; 'name:version' pins a version; empty = none).",
     )
+    model_control: Literal["explicit", "poll"] = Field(
+        default="explicit",
+        description="explicit = load/unload through the API (admin token); poll = watch the "
+        "store: load new versions and models, reload changed ones, unload removed ones, every "
+        "repository_poll_s (the load/unload API then answers 409).",
+    )
+    repository_poll_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often the watched store is scanned (model_control poll).",
+    )
     backend: Literal["auto", "onnx", "pytorch"] = Field(
         default="auto", description="auto = the format in each manifest; onnx/pytorch force one."
     )

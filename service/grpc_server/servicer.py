@@ -16,6 +16,7 @@ import grpc
 from service.errors import CareServeError
 from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from service.grpc_server.context import authorization_of, timeout_of
 from service.inference import DataPlane, InferenceResult
 from service.tasks.classification import ClassificationResult
 from service.tasks.detection import DetectionResult
@@ -55,12 +56,29 @@ def _model_info(info: dict[str, Any]) -> Any:
         backend=info.get("backend", ""),
         error=info.get("error") or "",
         description=card.get("description", ""),
+        loaded_versions=info.get("loaded_versions", []),
+        default_for=info.get("default_for", []),
+        version_policy=_policy(info.get("version_policy") or {}),
+        version_status=[
+            pb.VersionStatus(
+                version=s["version"],
+                state=s["state"],
+                is_default=s["default"],
+                in_policy=s["in_policy"],
+                error=s["error"] or "",
+            )
+            for s in info.get("version_status", [])
+        ],
+        error_version=info.get("error_version") or 0,
     )
 
 
-def _timeout(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    return remaining if remaining is not None and remaining < 1e8 else None
+def _policy(policy: dict[str, Any]) -> Any:
+    if "specific" in policy:
+        return pb.VersionPolicy(specific=pb.VersionPolicy.Versions(versions=policy["specific"]))
+    if policy.get("all"):
+        return pb.VersionPolicy(all=True)
+    return pb.VersionPolicy(latest=policy.get("latest", 1))
 
 
 async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
@@ -91,7 +109,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             version=request.version or None,
             params=params,
             protocol="grpc",
-            timeout_s=_timeout(context),
+            timeout_s=timeout_of(context),
         )
 
     async def Classify(self, request: Any, context: Any) -> Any:
@@ -173,10 +191,29 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             return self.data_plane.list_models()
 
         models = await _guard(context, call)
-        return pb.ListModelsResponse(models=[_model_info(m) for m in models])
+        defaults = {task: d["model"] for task, d in self.data_plane.manager.defaults().items()}
+        return pb.ListModelsResponse(models=[_model_info(m) for m in models], defaults=defaults)
 
     async def GetModel(self, request: Any, context: Any) -> Any:
         async def call() -> dict[str, Any]:
             return self.data_plane.model_detail(request.name)
+
+        return _model_info(await _guard(context, call))
+
+    async def LoadModel(self, request: Any, context: Any) -> Any:
+        async def call() -> dict[str, Any]:
+            version = request.version or None
+            return await self.data_plane.load_model(
+                request.name, version, authorization_of(context)
+            )
+
+        return _model_info(await _guard(context, call))
+
+    async def UnloadModel(self, request: Any, context: Any) -> Any:
+        async def call() -> dict[str, Any]:
+            version = request.version or None
+            return await self.data_plane.unload_model(
+                request.name, authorization_of(context), version
+            )
 
         return _model_info(await _guard(context, call))

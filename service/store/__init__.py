@@ -1,5 +1,6 @@
 """The model store: package manifests, the package writer and the store reader."""
 
+from service.store.config import STORE_FILE, ModelConfig, StoreConfig, VersionPolicy
 from service.store.manifest import (
     LABELS_FILE,
     MANIFEST_FILE,
@@ -10,7 +11,7 @@ from service.store.manifest import (
     Preprocessing,
 )
 from service.store.package import package_path, read_labels, read_manifest, write_package
-from service.store.repository import STORE_FILE, ModelRepository, PackageInfo
+from service.store.repository import ModelRepository, PackageInfo
 
 __all__ = [
     "LABELS_FILE",
@@ -20,9 +21,12 @@ __all__ = [
     "InputSpec",
     "Manifest",
     "ModelCard",
+    "ModelConfig",
     "ModelRepository",
     "PackageInfo",
     "Preprocessing",
+    "StoreConfig",
+    "VersionPolicy",
     "package_path",
     "read_labels",
     "read_manifest",

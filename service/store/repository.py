@@ -7,36 +7,29 @@ directory, ``manifest.json``, the weights, the labels file -- must resolve insid
 the store too: a symlink pointing outside is a store error (``ModelStoreError``,
 422) and is never read. Error messages name files relative to the store
 (``name/version/file``), never by their absolute path. An optional
-``<root>/store.json`` names the default model per task::
-
-    {"defaults": {"classification": "shapes-classifier", "detection": "shapes-detector"}}
-
-Without it the default for a task is the only model of that task, or else the
-alphabetically first one.
+``<root>/store.json`` holds the defaults and version policies (``service.store.config``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import InvalidInput, ModelStoreError, NotFound
+from service.store.config import StoreConfig, read_store_config
 from service.store.manifest import (
     MANIFEST_FILE,
-    TASKS,
     Manifest,
     validate_model_name,
     validate_version,
 )
 from service.store.package import read_manifest
 
-__all__ = ["STORE_FILE", "ModelRepository", "PackageInfo"]
+__all__ = ["ModelRepository", "PackageInfo"]
 
 log = logging.getLogger(__name__)
-STORE_FILE = "store.json"
 
 
 @dataclass(frozen=True)
@@ -171,19 +164,20 @@ class ModelRepository:
                 result[name] = exc
         return result
 
-    def store_defaults(self) -> dict[str, str]:
-        """Task -> default model name from ``store.json`` (empty without the file)."""
-        path = self.root / STORE_FILE
-        if not path.is_file():
-            return {}
+    def config(self) -> StoreConfig:
+        """The store's ``store.json`` (defaults, version policies); re-read on every call."""
+        return read_store_config(self.root)
+
+    def fingerprint(self, name: str, version: int) -> tuple[tuple[str, int, int], ...]:
+        """What identifies a package's current files (names, sizes, mtimes): the watched
+        store reloads a serving version when it changes and retries a failed one only then."""
+        package_dir = self.root / check_name(name) / str(check_version(version))
+        entries = []
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            defaults = data.get("defaults", {})
-            if not isinstance(defaults, dict):
-                raise TypeError("'defaults' must be an object of task -> model name")
-            unknown = [task for task in defaults if task not in TASKS]
-            if unknown:
-                raise ValueError(f"unknown tasks {unknown}; tasks are {', '.join(TASKS)}")
-            return {str(k): validate_model_name(str(v)) for k, v in defaults.items()}
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            raise ModelStoreError(f"{path}: invalid store file ({exc})") from exc
+            for entry in sorted(package_dir.iterdir()):
+                if entry.is_file():
+                    stat = entry.stat()
+                    entries.append((entry.name, stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            return ()
+        return tuple(entries)

@@ -25,6 +25,7 @@ from service.errors import (
 )
 from service.grpc_gen.inference import grpc_service_pb2 as pb
 from service.grpc_gen.inference import grpc_service_pb2_grpc as pb_grpc
+from service.grpc_server.context import authorization_of, timeout_of
 from service.inference import DataPlane
 from service.v2.codec import (
     DATATYPES,
@@ -105,18 +106,6 @@ def _typed_tensor(name: str, datatype: str, shape: tuple[int, ...], contents: An
             )
         return Tensor(name, datatype, shape, array.reshape(shape))
     return from_json_data(name, datatype, shape, values)
-
-
-def _timeout(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    return remaining if remaining is not None and remaining < 1e8 else None
-
-
-def _authorization(context: grpc.aio.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key.lower() == "authorization":
-            return value if isinstance(value, str) else value.decode()
-    return None
 
 
 def parse_inputs(request: Any) -> tuple[list[Tensor], bool]:
@@ -215,7 +204,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 parse_outputs(request),
                 _params(request.parameters),
                 protocol="v2-grpc",
-                timeout_s=_timeout(context),
+                timeout_s=timeout_of(context),
             )
             response = pb.ModelInferResponse(
                 model_name=model.name, model_version=str(model.version), id=request.id
@@ -243,7 +232,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
         async def call() -> None:
             await self.protocol.load(
-                request.model_name, _params(request.parameters), _authorization(context)
+                request.model_name, _params(request.parameters), authorization_of(context)
             )
 
         await _guard(context, call)
@@ -251,7 +240,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
         async def call() -> None:
-            await self.protocol.unload(request.model_name, _authorization(context))
+            await self.protocol.unload(request.model_name, authorization_of(context))
 
         await _guard(context, call)
         return pb.RepositoryModelUnloadResponse()

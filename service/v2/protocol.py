@@ -78,7 +78,9 @@ class V2Protocol:
         model = self.model(name, version)
         return {
             "name": model.name,
-            "versions": [str(model.version)],
+            "versions": [
+                str(v) for v in sorted(self.data_plane.manager.loaded_versions().get(name, {}))
+            ],
             "platform": model.backend.name.split(" ")[0],
             "inputs": [
                 {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}
@@ -127,16 +129,17 @@ class V2Protocol:
 
     # -- repository extension ------------------------------------------------------------
     def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """One entry per model version (on disk, loading or serving), as Triton lists them."""
         index = []
         for info in self.data_plane.list_models():
-            state = _STATES.get(info["state"], "UNAVAILABLE")
-            if ready_only and state != "READY":
-                continue
-            version = info.get("loaded_version") or (info.get("versions") or [""])[-1]
-            entry = {"name": info["name"], "version": str(version), "state": state}
-            if info.get("error"):
-                entry["reason"] = info["error"]
-            index.append(entry)
+            for status in info.get("version_status") or []:
+                state = _STATES.get(status["state"], "UNAVAILABLE")
+                if ready_only and state != "READY":
+                    continue
+                entry = {"name": info["name"], "version": str(status["version"]), "state": state}
+                if status.get("error"):
+                    entry["reason"] = status["error"]
+                index.append(entry)
         return index
 
     async def load(

@@ -55,11 +55,23 @@ def test_last_load_error_is_shown_with_its_version_and_cleared_by_a_good_load(
     assert "not readable JSON" in info.error
     _no_paths(info.error, tmp_path)
 
-    # a successful load of that model clears it
+    # reloading another version keeps the error of version 3 (it is still broken) ...
     ok = httpx.post(f"{url}/models/tiny/load", params={"version": 1}, timeout=60)
     assert ok.status_code == 200, ok.text
     detail = httpx.get(f"{url}/models/tiny").json()
-    assert detail["error"] is None and detail["error_version"] is None, detail
+    assert detail["error_version"] == 3, detail
+    status = {s["version"]: s for s in detail["version_status"]}
+    assert status[1]["state"] == "ready" and status[1]["error"] is None
+    assert status[2]["state"] == "failed" and "tiny/2" in status[2]["error"]
+    assert status[3]["state"] == "failed" and "not readable JSON" in status[3]["error"]
+    # ... and a successful load of a version clears that version's error
+    good = store / "tiny" / "1" / "model.onnx"
+    write_package(store, make_manifest(version=3), good, LABELS, overwrite=True)
+    ok = httpx.post(f"{url}/models/tiny/load", params={"version": 3}, timeout=60)
+    assert ok.status_code == 200, ok.text
+    detail = httpx.get(f"{url}/models/tiny").json()
+    assert detail["error_version"] == 2 and "tiny/2" in detail["error"], detail
+    assert detail["loaded_versions"] == [1, 3] and detail["loaded_version"] == 3
 
 
 def test_model_details_show_no_filesystem_paths(

@@ -347,7 +347,7 @@ def test_empty_store_starts_and_explains(tmp_path: Path, start_stack: Any) -> No
     stack = start_stack(tmp_path / "empty")
     assert any("empty" in line for line in stack.stack.startup_report)
     url = stack.http_url
-    assert httpx.get(f"{url}/models").json() == {"models": []}
+    assert httpx.get(f"{url}/models").json() == {"models": [], "defaults": {}}
     response = httpx.post(f"{url}/classify", content=jpeg_bytes())
     assert response.status_code == 404
     assert "no classification model is loaded" in response.json()["error"]["message"]

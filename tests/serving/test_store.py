@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.errors import InvalidInput, ModelStoreError, NotFound
-from service.store import ModelRepository, read_labels, read_manifest, write_package
+from service.store import ModelRepository, StoreConfig, read_labels, read_manifest, write_package
 from tests.serving.serving_helpers import LABELS, make_manifest
 
 
@@ -87,14 +87,24 @@ def test_repository_rejects_mismatched_and_broken_packages(tmp_path: Path) -> No
         ModelRepository(root).package("tiny")
 
 
-def test_store_defaults(tmp_path: Path) -> None:
+def test_store_config_defaults_and_errors(tmp_path: Path) -> None:
     repo = ModelRepository(tmp_path)
-    assert repo.store_defaults() == {}
+    assert repo.config() == StoreConfig()
     (tmp_path / "store.json").write_text('{"defaults": {"classification": "tiny"}}')
-    assert repo.store_defaults() == {"classification": "tiny"}
-    (tmp_path / "store.json").write_text('{"defaults": {"classification": "../x"}}')
-    with pytest.raises(ModelStoreError):
-        repo.store_defaults()
+    assert repo.config().defaults == {"classification": "tiny"}
+    for bad, says in [
+        ('{"defaults": {"classification": "../x"}}', "defaults: .*invalid model name"),
+        ('{"defaults": {"painting": "tiny"}}', "unknown tasks"),
+        ('{"models": {"tiny": {"version_policy": {"latest": 0}}}}', "latest"),
+        ('{"models": {"tiny": {"version_policy": {"latest": 1, "all": true}}}}', "exactly one"),
+        ('{"models": {"tiny": {"version_policy": {"specific": []}}}}', "at least one"),
+        ('{"models": {"tiny": {"colour": "red"}}}', "colour"),
+        ("{not json", "not readable JSON"),
+    ]:
+        (tmp_path / "store.json").write_text(bad)
+        with pytest.raises(ModelStoreError, match=says) as info:
+            repo.config()
+        assert str(tmp_path) not in info.value.message
 
 
 def _package_with_labels(tmp_path: Path) -> tuple[Path, Path]:

@@ -18,9 +18,13 @@ AuthH = Header(None, description="'Bearer <token>' when the server has an admin 
 NameP = Path(description="Model name.", pattern=NAME_PATTERN, max_length=64)
 
 
-@router.get("", summary="Every model loaded or in the store, with state and versions")
-async def list_models(data_plane: DataPlaneDep) -> dict[str, list[dict[str, Any]]]:
-    return {"models": data_plane.list_models()}
+@router.get(
+    "",
+    summary="Every model loaded or in the store, with state and versions, and the default "
+    "model of each task",
+)
+async def list_models(data_plane: DataPlaneDep) -> dict[str, Any]:
+    return {"models": data_plane.list_models(), "defaults": data_plane.manager.defaults()}
 
 
 @router.get(
@@ -34,14 +38,19 @@ async def model_detail(data_plane: DataPlaneDep, name: str = NameP) -> dict[str,
 
 @router.post(
     "/{name}/load",
-    responses=errors(400, 401, 404, 422),
-    summary="Load or reload a model version (the old one serves until the new one is warm)",
+    responses=errors(400, 401, 404, 409, 422),
+    summary="Load or reload a version beside the others, or (no version) what the model's "
+    "version policy selects (what served keeps serving until the new copy is warm)",
 )
 async def load_model(
     data_plane: DataPlaneDep,
     name: str = NameP,
     version: int | None = Query(
-        None, description="Version to load; default: the newest.", ge=1, le=MAX_VERSION
+        None,
+        description="Version to load or reload; default: the versions the policy selects "
+        "(the newest, unless store.json says otherwise).",
+        ge=1,
+        le=MAX_VERSION,
     ),
     authorization: str | None = AuthH,
 ) -> dict[str, Any]:
@@ -49,9 +58,16 @@ async def load_model(
 
 
 @router.post(
-    "/{name}/unload", responses=errors(400, 401, 404), summary="Unload a model after its requests"
+    "/{name}/unload",
+    responses=errors(400, 401, 404, 409),
+    summary="Unload a model version (or every version) after its requests",
 )
 async def unload_model(
-    data_plane: DataPlaneDep, name: str = NameP, authorization: str | None = AuthH
+    data_plane: DataPlaneDep,
+    name: str = NameP,
+    version: int | None = Query(
+        None, description="Version to unload; default: every version.", ge=1, le=MAX_VERSION
+    ),
+    authorization: str | None = AuthH,
 ) -> dict[str, Any]:
-    return await data_plane.unload_model(name, authorization)
+    return await data_plane.unload_model(name, authorization, version)

@@ -178,8 +178,37 @@ class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class VersionPolicy(_message.Message):
+    __slots__ = ("latest", "specific", "all")
+    class Versions(_message.Message):
+        __slots__ = ("versions",)
+        VERSIONS_FIELD_NUMBER: _ClassVar[int]
+        versions: _containers.RepeatedScalarFieldContainer[int]
+        def __init__(self, versions: _Optional[_Iterable[int]] = ...) -> None: ...
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    SPECIFIC_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    latest: int
+    specific: VersionPolicy.Versions
+    all: bool
+    def __init__(self, latest: _Optional[int] = ..., specific: _Optional[_Union[VersionPolicy.Versions, _Mapping]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class VersionStatus(_message.Message):
+    __slots__ = ("version", "state", "is_default", "in_policy", "error")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    IN_POLICY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    state: str
+    is_default: bool
+    in_policy: bool
+    error: str
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[str] = ..., is_default: _Optional[bool] = ..., in_policy: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "state", "loaded_version", "versions", "task", "architecture", "format", "input_height", "input_width", "num_classes", "backend", "error", "description")
+    __slots__ = ("name", "state", "loaded_version", "versions", "task", "architecture", "format", "input_height", "input_width", "num_classes", "backend", "error", "description", "loaded_versions", "default_for", "version_policy", "version_status", "error_version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     LOADED_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +222,11 @@ class ModelInfo(_message.Message):
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LOADED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FOR_FIELD_NUMBER: _ClassVar[int]
+    VERSION_POLICY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: str
     loaded_version: int
@@ -206,16 +240,46 @@ class ModelInfo(_message.Message):
     backend: str
     error: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., loaded_version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., format: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., num_classes: _Optional[int] = ..., backend: _Optional[str] = ..., error: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    loaded_versions: _containers.RepeatedScalarFieldContainer[int]
+    default_for: _containers.RepeatedScalarFieldContainer[str]
+    version_policy: VersionPolicy
+    version_status: _containers.RepeatedCompositeFieldContainer[VersionStatus]
+    error_version: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., loaded_version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., format: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., num_classes: _Optional[int] = ..., backend: _Optional[str] = ..., error: _Optional[str] = ..., description: _Optional[str] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., default_for: _Optional[_Iterable[str]] = ..., version_policy: _Optional[_Union[VersionPolicy, _Mapping]] = ..., version_status: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., error_version: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "defaults")
+    class DefaultsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+    defaults: _containers.ScalarMap[str, str]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., defaults: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class LoadModelRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class UnloadModelRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,16 @@ class InferenceServiceStub:
                 request_serializer=care__serve_dot_v1_dot_inference__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=care__serve_dot_v1_dot_inference__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/care_serve.v1.InferenceService/LoadModel',
+                request_serializer=care__serve_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=care__serve_dot_v1_dot_inference__pb2.ModelInfo.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/care_serve.v1.InferenceService/UnloadModel',
+                request_serializer=care__serve_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=care__serve_dot_v1_dot_inference__pb2.ModelInfo.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -99,6 +109,24 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadModel(self, request, context):
+        """Load or reload one version beside the others; version 0 = (re)load what the
+        model's version policy selects and retire the rest. When the server has an
+        admin token, send it as metadata 'authorization: Bearer <token>'
+        (UNAUTHENTICATED otherwise); FAILED_PRECONDITION when the server watches its
+        store (model_control poll) or the package is invalid.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Unload one version, or every version (version 0), after their requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +153,16 @@ def add_InferenceServiceServicer_to_server(servicer, server):
             'GetModel': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModel,
                     request_deserializer=care__serve_dot_v1_dot_inference__pb2.GetModelRequest.FromString,
+                    response_serializer=care__serve_dot_v1_dot_inference__pb2.ModelInfo.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=care__serve_dot_v1_dot_inference__pb2.LoadModelRequest.FromString,
+                    response_serializer=care__serve_dot_v1_dot_inference__pb2.ModelInfo.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=care__serve_dot_v1_dot_inference__pb2.UnloadModelRequest.FromString,
                     response_serializer=care__serve_dot_v1_dot_inference__pb2.ModelInfo.SerializeToString,
             ),
     }
@@ -262,6 +300,60 @@ class InferenceService:
             target,
             '/care_serve.v1.InferenceService/GetModel',
             care__serve_dot_v1_dot_inference__pb2.GetModelRequest.SerializeToString,
+            care__serve_dot_v1_dot_inference__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/care_serve.v1.InferenceService/LoadModel',
+            care__serve_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+            care__serve_dot_v1_dot_inference__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/care_serve.v1.InferenceService/UnloadModel',
+            care__serve_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
             care__serve_dot_v1_dot_inference__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
