@@ -56,10 +56,13 @@ def test_versions_come_and_go_under_load_without_a_failed_request(
     answers: list[tuple[str, int, int]] = []  # (who, status, version)
     data = jpeg_bytes(seed=2)
 
+    stop_v1 = threading.Event()
+
     def rest(version: int | None) -> None:
         params = {"version": version} if version else {}
+        until = stop_v1 if version == 1 else stop
         with httpx.Client(base_url=url, timeout=30) as client:
-            while not stop.is_set() and len(answers) < 20_000:
+            while not until.is_set() and len(answers) < 20_000:
                 r = client.post("/classify", content=data, params=params)
                 got = r.json().get("version", 0) if r.status_code == 200 else 0
                 answers.append((f"rest-{version}", r.status_code, got))
@@ -75,7 +78,7 @@ def test_versions_come_and_go_under_load_without_a_failed_request(
                     answers.append(("grpc-2", exc.code().value[0], 0))
 
     workers = [threading.Thread(target=rest, args=(None,)), threading.Thread(target=grpc_v2)]
-    workers.append(threading.Thread(target=rest, args=(2,)))
+    workers += [threading.Thread(target=rest, args=(v,)) for v in (1, 2)]
     for w in workers:
         w.start()
     try:
@@ -83,18 +86,23 @@ def test_versions_come_and_go_under_load_without_a_failed_request(
         write_package(store, make_manifest(version=3), tiny_models[1][1], LABELS)
         _wait_for(lambda: _serving(url) == [1, 2, 3], "version 3 to serve")
         time.sleep(0.5)
+        stop_v1.set()  # its clients move away before version 1 leaves the store
+        workers[-2].join(30)
         shutil.rmtree(store / "tiny" / "1")
         _wait_for(lambda: _serving(url) == [2, 3], "version 1 to leave")
         time.sleep(0.5)
     finally:
         stop.set()
+        stop_v1.set()
         for w in workers:
             w.join(30)
     statuses = Counter(status for _, status, _ in answers)
     assert statuses and set(statuses) == {200}, statuses
     default_versions = [v for who, _, v in answers if who == "rest-None"]
     assert default_versions[0] == 2 and default_versions[-1] == 3
-    assert {v for who, _, v in answers if who != "rest-None"} == {2}
+    assert {v for who, _, v in answers if who in ("rest-2", "grpc-2")} == {2}
+    assert {v for who, _, v in answers if who == "rest-1"} == {1}
+    assert sum(1 for who, _, _ in answers if who == "rest-1") > 5
     assert sum(1 for who, _, _ in answers if who == "grpc-2") > 5
 
     # the load/unload API is refused while the store drives what serves

@@ -266,6 +266,8 @@ def test_the_models_panel_unloads_and_loads_with_the_admin_token(
     tab, _ = page
     card = "#model-list [data-model='shapes-segmenter']"
     assert tab.get_attribute(card, "data-state") == "ready"
+    facts = tab.inner_text(f"{card} .facts")
+    assert "Default for" in facts and "version 1" in facts  # store.json names it, v1 serves
     links = tab.eval_on_selector_all("#models .links a", "a => a.map(x => x.getAttribute('href'))")
     assert {"/docs", "/redoc", "/metrics"} <= set(links)
 

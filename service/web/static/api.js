@@ -73,9 +73,10 @@ export async function loadModel(name, version, token) {
   });
 }
 
-/** POST /models/{name}/unload. */
-export async function unloadModel(name, token) {
-  return call(`/models/${encodeURIComponent(name)}/unload`, {
+/** POST /models/{name}/unload (one version, or every version without one). */
+export async function unloadModel(name, version, token) {
+  const qs = version ? `?version=${encodeURIComponent(version)}` : "";
+  return call(`/models/${encodeURIComponent(name)}/unload${qs}`, {
     method: "POST",
     headers: adminHeaders(token),
   });

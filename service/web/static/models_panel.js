@@ -19,8 +19,16 @@ function modelCard(model, act) {
     facts.append(el("dt", "", term), el("dd", "", String(value)));
   };
   add("Task", model.task);
-  add("Serving", model.loaded_version ? `version ${model.loaded_version}` : "not loaded");
+  const serving = model.loaded_versions || (model.loaded_version ? [model.loaded_version] : []);
+  add(
+    "Serving",
+    serving.length
+      ? `${serving.length > 1 ? "versions" : "version"} ${serving.join(", ")}` +
+          (serving.length > 1 ? ` (default ${model.loaded_version})` : "")
+      : "not loaded",
+  );
   add("Versions", (model.versions || []).join(", ") || "none on disk");
+  if ((model.default_for || []).length) add("Default for", model.default_for.join(", "));
   add("Backend", model.backend);
   if (model.input) add("Input", `${model.input.width} × ${model.input.height}`);
   card.append(facts);
@@ -47,9 +55,14 @@ function modelCard(model, act) {
   load.addEventListener("click", () => act("load", model.name, select.value));
   const unload = el("button", "secondary", "Unload");
   unload.type = "button";
-  unload.disabled = !model.loaded_version;
+  const servingSelected = () => serving.includes(Number(select.value));
+  unload.disabled = !servingSelected();
+  select.addEventListener("change", () => {
+    unload.disabled = !servingSelected();
+  });
   unload.setAttribute("aria-label", `Unload ${model.name}`);
-  unload.addEventListener("click", () => act("unload", model.name));
+  unload.title = "Unload the selected version";
+  unload.addEventListener("click", () => act("unload", model.name, select.value));
   actions.append(label, select, load, unload);
   card.append(actions);
   return card;
@@ -62,10 +75,11 @@ export function renderModels(models, refresh) {
   const act = async (what, name, version) => {
     hideError("models-error");
     for (const button of list.querySelectorAll("button")) button.disabled = true;
-    status.textContent = what === "load" ? `Loading ${name} v${version}…` : `Unloading ${name}…`;
+    status.textContent = `${what === "load" ? "Loading" : "Unloading"} ${name} v${version}…`;
     try {
       const token = $("admin-token").value.trim();
-      const info = what === "load" ? await loadModel(name, version, token) : await unloadModel(name, token);
+      const info =
+        what === "load" ? await loadModel(name, version, token) : await unloadModel(name, version, token);
       status.textContent =
         what === "load"
           ? `${name} v${info.loaded_version} is ${info.state}.`
