@@ -173,19 +173,27 @@ def bench_interleaved(
             runs.append(run)
             if live is not None:
                 lives.append(live)
-        for protocol in protocols:
-            for level in levels:
-                here = [live for live in lives if protocol in live.peer.protocols]
-                parts: dict[int, list[LevelStats]] = {id(live): [] for live in here}
-                for r in range(rounds):
-                    shift = r % max(1, len(here))
-                    for live in here[shift:] + here[:shift]:
-                        part = _level(live, protocol, level, duration / rounds, jpeg)
-                        parts[id(live)].append(part)
-                for live in here:
-                    stats = merge_levels(parts[id(live)])
-                    live.run.levels.append(stats)
-                    _print(live.peer.label, stats)
+        # Every (server, protocol) pair of a level shares its rounds, so REST and gRPC are
+        # compared under the same machine load as the servers are.
+        for level in levels:
+            here = [
+                (live, protocol)
+                for protocol in protocols
+                for live in lives
+                if protocol in live.peer.protocols
+            ]
+            parts: dict[tuple[int, str], list[LevelStats]] = {
+                (id(live), protocol): [] for live, protocol in here
+            }
+            for r in range(rounds):
+                shift = r % max(1, len(here))
+                for live, protocol in here[shift:] + here[:shift]:
+                    part = _level(live, protocol, level, duration / rounds, jpeg)
+                    parts[(id(live), protocol)].append(part)
+            for live, protocol in here:
+                stats = merge_levels(parts[(id(live), protocol)])
+                live.run.levels.append(stats)
+                _print(live.peer.label, stats)
         for live in lives:
             _finish(live)
     except Exception as exc:
