@@ -2,8 +2,9 @@
 
 ``bench_peer``: one server at a time (the peer table). ``bench_interleaved``: all
 servers up at once (idle ones cost nothing), each level cut into rounds that
-visit the servers in rotating order, so that a change of the machine's load
-during the run hits every server alike (A/B of variants on a shared machine).
+visit every (server, protocol) pair in rotating order, so that a change of the
+machine's load during the run hits every server and protocol alike (A/B of
+variants on a shared machine).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def bench_interleaved(
     duration: float,
     rounds: int,
 ) -> list[PeerRun]:
-    """All ``peers`` up at once; each level in ``rounds`` slices, servers in rotating order."""
+    """All ``peers`` up at once; each level in ``rounds`` slices, pairs rotating."""
     runs: list[PeerRun] = []
     lives: list[_Live] = []
     try:
