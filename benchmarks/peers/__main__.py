@@ -58,8 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--interleave", type=int, default=0, metavar="ROUNDS",
         help="A/B mode: start every server at once and cut each level into ROUNDS slices "
-        "that visit the servers in rotating order (start-up and memory are still measured "
-        "one by one)",
+        "that visit every (server, protocol) pair in rotating order (start-up and memory are "
+        "still measured one by one)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench-results/peers"))
     parser.add_argument("--note", default="", help="a line for the report's header")

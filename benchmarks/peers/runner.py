@@ -2,8 +2,9 @@
 
 ``bench_peer``: one server at a time (the peer table). ``bench_interleaved``: all
 servers up at once (idle ones cost nothing), each level cut into rounds that
-visit the servers in rotating order, so that a change of the machine's load
-during the run hits every server alike (A/B of variants on a shared machine).
+visit every (server, protocol) pair in rotating order, so that a change of the
+machine's load during the run hits every server and protocol alike (A/B of
+variants on a shared machine).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def bench_interleaved(
     duration: float,
     rounds: int,
 ) -> list[PeerRun]:
-    """All ``peers`` up at once; each level in ``rounds`` slices, servers in rotating order."""
+    """All ``peers`` up at once; each level in ``rounds`` slices, pairs rotating."""
     runs: list[PeerRun] = []
     lives: list[_Live] = []
     try:
@@ -173,19 +174,27 @@ def bench_interleaved(
             runs.append(run)
             if live is not None:
                 lives.append(live)
-        for protocol in protocols:
-            for level in levels:
-                here = [live for live in lives if protocol in live.peer.protocols]
-                parts: dict[int, list[LevelStats]] = {id(live): [] for live in here}
-                for r in range(rounds):
-                    shift = r % max(1, len(here))
-                    for live in here[shift:] + here[:shift]:
-                        part = _level(live, protocol, level, duration / rounds, jpeg)
-                        parts[id(live)].append(part)
-                for live in here:
-                    stats = merge_levels(parts[id(live)])
-                    live.run.levels.append(stats)
-                    _print(live.peer.label, stats)
+        # Every (server, protocol) pair of a level shares its rounds, so REST and gRPC are
+        # compared under the same machine load as the servers are.
+        for level in levels:
+            here = [
+                (live, protocol)
+                for protocol in protocols
+                for live in lives
+                if protocol in live.peer.protocols
+            ]
+            parts: dict[tuple[int, str], list[LevelStats]] = {
+                (id(live), protocol): [] for live, protocol in here
+            }
+            for r in range(rounds):
+                shift = r % max(1, len(here))
+                for live, protocol in here[shift:] + here[:shift]:
+                    part = _level(live, protocol, level, duration / rounds, jpeg)
+                    parts[(id(live), protocol)].append(part)
+            for live, protocol in here:
+                stats = merge_levels(parts[(id(live), protocol)])
+                live.run.levels.append(stats)
+                _print(live.peer.label, stats)
         for live in lives:
             _finish(live)
     except Exception as exc:

@@ -159,3 +159,67 @@ def test_interleaved_rounds_merge_into_one_level() -> None:
     assert merged.server_cpu_ms_per_request == pytest.approx(200.0)
     unknown = merge_levels([parts[0], LevelStats("rest", 16, [5.0], 0, 1.0, None)])
     assert unknown.server_cpu_s is None
+
+
+class _FakeServer:
+    pid = -1  # no such process: the memory sample after the run is None
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_interleaved_rounds_visit_rest_and_grpc_of_a_level_together(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Both protocols of a level share its rounds (they once ran minutes apart)."""
+    from benchmarks.peers import runner
+    from benchmarks.peers.peers import Peer
+
+    calls: list[tuple[str, str, int]] = []
+    servers: list[_FakeServer] = []
+
+    def start(peer: Peer, *args: object) -> tuple[PeerRun, object]:
+        servers.append(_FakeServer())
+        live = runner._Live(peer, PeerRun(peer.key, peer.label), None, servers[-1])  # type: ignore[arg-type]
+        return live.run, live
+
+    def level(
+        live: runner._Live, protocol: str, c: int, duration: float, jpeg: bytes
+    ) -> LevelStats:
+        calls.append((live.peer.key, protocol, c))
+        return LevelStats(protocol, c, [10.0], 0, duration, None, 0.0, duration, 1)
+
+    monkeypatch.setattr(runner, "_start", start)
+    monkeypatch.setattr(runner, "_level", level)
+    peers = [Peer("care-serve", "care-serve"), Peer("onnx-fastapi", "minimal")]
+    runs = runner.bench_interleaved(
+        peers,
+        None,
+        None,
+        tmp_path,
+        b"",
+        ("rest", "grpc"),
+        (1, 4),
+        6.0,
+        3,  # type: ignore[arg-type]
+    )
+    pairs = [("care-serve", "rest"), ("onnx-fastapi", "rest"), ("care-serve", "grpc")]
+    # Level by level; in each, three rounds of every pair in rotating order.
+    expected = [
+        (key, protocol, c)
+        for c in (1, 4)
+        for r in range(3)
+        for key, protocol in pairs[r:] + pairs[:r]
+    ]
+    assert calls == expected
+    care, minimal = runs
+    assert [(s.protocol, s.concurrency) for s in care.levels] == [
+        ("rest", 1), ("grpc", 1), ("rest", 4), ("grpc", 4)
+    ]  # fmt: skip
+    grpc4 = care.level("grpc", 4)
+    assert grpc4 is not None and grpc4.seconds == pytest.approx(6.0)  # 3 rounds of 2 s
+    assert [s.protocol for s in minimal.levels] == ["rest", "rest"]
+    assert all(server.stopped for server in servers)
