@@ -95,8 +95,13 @@ def test_package_writes_loads_and_runs(data: Path, tmp_path: Path, task: str) ->
         assert {"precision", "recall", "f1", "duplicate_rate"} <= set(card.metrics)
         assert "score_threshold" not in card.metrics
         assert card.notes["evaluated_on"]["postprocessing"] == {
-            "score_threshold": 0.3,
-            "class_agnostic_nms": False,
+            "score_threshold": 0.4,
+            "class_agnostic_nms": True,
+        }
+        assert manifest.postprocessing == {
+            "score_threshold": 0.4,
+            "nms_iou": 0.4,
+            "class_agnostic_nms": True,
         }
     runner = PackageRunner(outcome.package)
     images = sorted((data / task).rglob("*.png"))[:2]
