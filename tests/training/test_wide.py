@@ -72,7 +72,8 @@ def test_masks_hold_the_painted_pixels(scenes: list) -> None:
     for scene in scenes:
         assert scene.instances is not None
         inside = np.zeros(scene.mask.shape, bool)
-        for k, (shape, attrs) in enumerate(zip(scene.shapes, scene.style["shapes"]), start=1):
+        pairs = zip(scene.shapes, scene.style["shapes"], strict=True)
+        for k, (shape, attrs) in enumerate(pairs, start=1):
             x1, y1, x2, y2 = shape.box
             inside[y1:y2, x1:x2] = True
             own = scene.instances == k
