@@ -1,5 +1,9 @@
 """Synthetic shape scenes, written in the standard dataset formats.
 
+This module draws the *classic* scenes described below; ``generate_dataset``
+also writes the *wide* distribution of ``service.data.wide`` (its default), with
+each scene's style in ``OUT/styles_SPLIT.json``.
+
 A scene is an image 128-1024 px per side with an aspect ratio between 1:2 and
 2:1, on a background that is a random solid colour, a linear gradient or
 noise, holding filled shapes of three kinds -- ``circle``, ``square``
