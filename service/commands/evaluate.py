@@ -22,7 +22,9 @@ def register(subparsers: Any) -> None:
             "the manifest's score_threshold (the served default), precision, recall, F1 and "
             "duplicate_rate (extra boxes on an already-found object, per object); "
             "segmentation mIoU over all classes including background (miou) and over the "
-            "foreground classes (miou_fg)."
+            "foreground classes (miou_fg). On generated data (styles_SPLIT.json) also per bucket "
+            "of shape size, fill, line width, border cut, background and degradation, and the "
+            "commonest errors."
         ),
     )
     p.add_argument("task", choices=TASKS)
@@ -66,11 +68,11 @@ def _thresholds(text: str) -> tuple[float, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics."""
-    from service.evaluation.evaluate import DetectionOptions, evaluate_package
+    from service.evaluation.evaluate import DetectionOptions, evaluate
 
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    metrics = evaluate_package(
+    report = evaluate(
         args.package,
         args.data,
         args.split,
@@ -79,14 +81,44 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         detection=DetectionOptions(args.class_agnostic_nms, args.score_thresholds),
     )
+    metrics = report.metrics
     if args.json:
-        print(json.dumps(metrics, indent=2))
-    else:
-        width = max(len(k) for k in metrics)
-        for key, value in metrics.items():
-            print(
-                f"{key:<{width}}  {value:.4f}"
-                if key != "images"
-                else f"{key:<{width}}  {value:.0f}"
-            )
+        document: dict[str, Any] = dict(metrics)
+        if report.buckets:
+            document["buckets"] = report.buckets
+        document["failures"] = report.failures
+        print(json.dumps(document, indent=2))
+        return 0
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        print(f"{key:<{width}}  {value:.4f}" if key != "images" else f"{key:<{width}}  {value:.0f}")
+    if report.buckets:
+        print()
+        print(bucket_table(report.buckets))
+    if report.failures:
+        print()
+        print("commonest errors:")
+        for line in report.failures:
+            print(f"  {line}")
     return 0
+
+
+def bucket_table(buckets: dict[str, dict[str, float]]) -> str:
+    """The per-bucket metrics as a fixed-width text table (``-`` where a metric does not apply)."""
+    columns: list[str] = []
+    for row in buckets.values():
+        columns += [k for k in row if k != "count" and k not in columns]
+    columns.append("count")
+    width = max(len(name) for name in buckets)
+    lines = [f"{'bucket':<{width}}  " + "  ".join(f"{c:>12}" for c in columns)]
+    for name, row in buckets.items():
+        cells = []
+        for c in columns:
+            if c not in row:
+                cells.append(f"{'-':>12}")
+            elif c == "count":
+                cells.append(f"{row[c]:>12.0f}")
+            else:
+                cells.append(f"{row[c]:>12.4f}")
+        lines.append(f"{name:<{width}}  " + "  ".join(cells))
+    return "\n".join(lines)

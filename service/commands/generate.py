@@ -31,6 +31,14 @@ def register(subparsers: Any) -> None:
         default="png",
         help="image file format for classification/detection (segmentation is always png)",
     )
+    parser.add_argument(
+        "--distribution",
+        choices=("wide", "classic"),
+        default="wide",
+        help="wide (default): shapes 5-95%% of the shorter side, outlines, border cuts, "
+        "textures, blur/noise/JPEG, sides up to 2048 px; classic: the earlier filled 8-40%% "
+        "shapes on plain backgrounds (same scenes as before for a seed)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -47,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         image_format=args.image_format,
         progress=not args.quiet,
+        distribution=args.distribution,
     )
-    print(f"wrote {args.count} {args.task} scenes (seed {args.seed}) to {path}")
+    print(f"wrote {args.count} {args.distribution} {args.task} scenes (seed {args.seed}) to {path}")
     return 0

@@ -66,6 +66,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--checkpoint-every", type=int, default=100, help="save the training state every N steps"
     )
+    p.add_argument(
+        "--description",
+        help="the model card's one-line description (default: written from the task and the "
+        "data's class names)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
 
@@ -74,7 +79,7 @@ def _command(args: argparse.Namespace) -> str:
     parts = ["python", "-m", "service", "train", args.task]
     for flag in (
         "data", "output", "name", "version", "arch", "split", "val_split", "epochs", "steps",
-        "batch_size", "train_crop", "lr", "init_checkpoint", "seed", "threads",
+        "batch_size", "train_crop", "lr", "init_checkpoint", "seed", "threads", "description",
     ):  # fmt: skip
         value = getattr(args, flag)
         if value is not None:
@@ -115,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             progress=not args.quiet,
             command=_command(args),
+            description=args.description,
         )
     )
     print(f"package: {outcome.package}")

@@ -1,5 +1,9 @@
 """Synthetic shape scenes, written in the standard dataset formats.
 
+This module draws the *classic* scenes described below; ``generate_dataset``
+also writes the *wide* distribution of ``service.data.wide`` (its default), with
+each scene's style in ``OUT/styles_SPLIT.json``.
+
 A scene is an image 128-1024 px per side with an aspect ratio between 1:2 and
 2:1, on a background that is a random solid colour, a linear gradient or
 noise, holding filled shapes of three kinds -- ``circle``, ``square``
@@ -31,9 +35,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -41,6 +46,7 @@ from PIL import Image
 __all__ = [
     "BACKGROUND",
     "CLASS_NAMES",
+    "DISTRIBUTIONS",
     "IMAGE_FORMATS",
     "TASKS",
     "Scene",
@@ -105,6 +111,7 @@ class Scene:
     shapes: list[Shape] = field(default_factory=list)
     background: str = "solid"
     instances: np.ndarray | None = None
+    style: dict[str, Any] = field(default_factory=dict)
 
 
 def scene_rng(seed: int, task: str, index: int) -> np.random.Generator:
@@ -239,6 +246,28 @@ def _place(
     return None
 
 
+def _classic_style(shapes: Sequence[Shape], background: str, short: int) -> dict[str, Any]:
+    """The ``style`` record of a classic scene (same keys as a wide scene's)."""
+    from service.data.wide import size_bucket
+
+    records = []
+    for shape in shapes:
+        x1, y1, x2, y2 = shape.box
+        size = max(x2 - x1, y2 - y1) / short
+        records.append(
+            {
+                "size": round(size, 4),
+                "size_bucket": size_bucket(size),
+                "fill": "filled",
+                "line_width": 0.0,
+                "line_px": 0,
+                "cut": False,
+            }
+        )
+    return {"distribution": "classic", "background": background, "blur": 0.0, "noise": 0.0,
+            "jpeg": 0, "shapes": records}  # fmt: skip
+
+
 def make_scene(
     rng: np.random.Generator,
     kinds: Sequence[str] | None = None,
@@ -272,7 +301,10 @@ def make_scene(
             shapes.append(shape)
             instances[y1:y2, x1:x2][local] = len(shapes)
         if len(shapes) == len(kinds):
-            return Scene(np.round(image).astype(np.uint8), mask, shapes, background, instances)
+            style = _classic_style(shapes, background, min(width, height))
+            return Scene(
+                np.round(image).astype(np.uint8), mask, shapes, background, instances, style
+            )
     raise RuntimeError(f"could not place {len(kinds)} shapes in 50 scenes; relax the SceneSpec")
 
 
@@ -303,6 +335,17 @@ def _check_args(task: str, count: int, split: str, image_format: str) -> None:
         )
 
 
+DISTRIBUTIONS: tuple[str, ...] = ("wide", "classic")
+
+
+def _scene_maker(distribution: str) -> Callable[[np.random.Generator, list[str] | None], Scene]:
+    if distribution == "classic":
+        return make_scene
+    from service.data.wide import make_wide_scene
+
+    return make_wide_scene
+
+
 def coco_categories() -> list[dict[str, object]]:
     """The COCO ``categories`` list of the shape classes."""
     return [{"id": class_id(n), "name": n, "supercategory": "shape"} for n in CLASS_NAMES]
@@ -316,15 +359,29 @@ def generate_dataset(
     split: str = "train",
     image_format: str = "png",
     progress: bool = False,
+    distribution: str = "wide",
 ) -> Path:
     """Write ``count`` scenes of ``task`` under ``output`` (see the module docstring).
 
-    Returns the written split's image folder (classification, detection) or the
-    dataset root (segmentation). Segmentation images are always PNG.
+    ``distribution`` is ``wide`` (``service.data.wide``) or ``classic`` (the
+    scenes above, as earlier versions drew them from the same seed). Each
+    scene's style (background, degradations, and per shape its size bucket,
+    fill and line width, border cut) goes to ``OUT/styles_SPLIT.json``, keyed by
+    the image path relative to ``OUT``; segmentation also writes instance maps
+    (``OUT/instances/SPLIT/*.png``, shape ``i`` of the style list = value
+    ``i + 1``). Returns the written split's image folder (classification,
+    detection) or the dataset root (segmentation). Segmentation images are
+    always PNG.
     """
     from tqdm import tqdm
 
     _check_args(task, count, split, image_format)
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}"
+        )
+    draw = _scene_maker(distribution)
+    styles: dict[str, Any] = {}
     root = Path(output)
     ext = "png" if task == "segmentation" else image_format
     coco: dict[str, list[dict[str, object]]] = {"images": [], "annotations": []}
@@ -337,16 +394,19 @@ def generate_dataset(
     else:
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "masks" / split).mkdir(parents=True, exist_ok=True)
+        (root / "instances" / split).mkdir(parents=True, exist_ok=True)
         (root / "classes.txt").write_text("\n".join((BACKGROUND, *CLASS_NAMES)) + "\n")
     for i in tqdm(range(count), desc=f"generate {task}", unit="img", disable=not progress):
         rng = scene_rng(seed, task, i)
         if task == "classification":
             kind = CLASS_NAMES[i % len(CLASS_NAMES)]
-            scene = make_scene(rng, [kind])
-            _save(scene.image, root / split / kind / f"{split}_{i:06d}.{ext}", ext)
+            scene = draw(rng, [kind])
+            relative = f"{split}/{kind}/{split}_{i:06d}.{ext}"
+            _save(scene.image, root / relative, ext)
         elif task == "detection":
-            scene = make_scene(rng)
+            scene = draw(rng, None)
             name = f"{i:06d}.{ext}"
+            relative = f"{split}/{name}"
             _save(scene.image, root / split / name, ext)
             height, width = scene.mask.shape
             coco["images"].append(
@@ -367,12 +427,20 @@ def generate_dataset(
                     }
                 )
         else:
-            scene = make_scene(rng)
-            _save(scene.image, root / "images" / split / f"{i:06d}.png", "png")
+            scene = draw(rng, None)
+            relative = f"images/{split}/{i:06d}.png"
+            _save(scene.image, root / relative, "png")
             Image.fromarray(scene.mask).save(root / "masks" / split / f"{i:06d}.png")
-    marker = {"tool": "care-serve generate", "task": task, "count": count, "seed": seed}
-    marker.update({"split": split, "image_format": ext})
+            assert scene.instances is not None
+            Image.fromarray(scene.instances).save(root / "instances" / split / f"{i:06d}.png")
+        styles[relative] = scene.style
+    marker: dict[str, Any] = {"tool": "care-serve generate", "task": task, "count": count}
+    marker.update({"seed": seed, "split": split, "image_format": ext})
+    marker["distribution"] = distribution
     (root / f"generator_{split}.json").write_text(json.dumps(marker) + "\n")
+    (root / f"styles_{split}.json").write_text(
+        json.dumps({"distribution": distribution, "images": styles})
+    )
     if task == "detection":
         document = {
             "info": {"description": f"care-serve synthetic shapes, seed {seed}", "version": "1"},

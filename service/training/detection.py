@@ -71,6 +71,14 @@ class DetectionTask(TrainTask):
             targets.append({"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)})
         return Batch(normalise(np.stack(images)), targets)
 
+    def postprocessing(self) -> dict[str, Any]:
+        """The served defaults chosen by the evaluation (docs/training.md): one box per object.
+
+        Class-agnostic NMS at IoU 0.4 and score threshold 0.4; a request may still
+        ask for another threshold or class-aware NMS.
+        """
+        return {"score_threshold": 0.4, "nms_iou": 0.4, "class_agnostic_nms": True}
+
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         out: dict[str, torch.Tensor] = model.forward_loss(batch.inputs, batch.targets)  # type: ignore[operator]
         return out["loss"]

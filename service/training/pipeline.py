@@ -13,17 +13,12 @@ from typing import Any
 
 import torch
 
+from service.training.card import card_evaluation_notes, default_description, training_domain
 from service.training.loop import TrainConfig, TrainResult, train_loop
 from service.training.package import export_trained, package_target, write_trained_package
 from service.training.task import TrainTask
 
 __all__ = ["TrainOptions", "TrainOutcome", "get_train_task", "run_training"]
-
-DESCRIPTIONS = {
-    "classification": "Classifies the single shape in an image: circle, square or triangle.",
-    "detection": "Finds circles, squares and triangles: boxes in the pixels of the sent image.",
-    "segmentation": "Labels every pixel as background, circle, square or triangle.",
-}
 
 
 def get_train_task(name: str) -> TrainTask:
@@ -69,6 +64,7 @@ class TrainOptions:
     checkpoint_every: int = 100
     progress: bool = True
     command: str = ""
+    description: str | None = None  # default: written from the data's class names
     stop_after: int | None = None  # for tests: stop early as if interrupted (state saved)
 
 
@@ -188,6 +184,8 @@ def run_training(opts: TrainOptions) -> TrainOutcome:
     onnx_path = work_dir / "model.onnx"
     parity = export_trained(model, task, opts.input_size, onnx_path)
     notes = _card_notes(opts, cfg, model, result, len(data))
+    labels = task.labels(data)
+    notes["training_domain"] = training_domain(notes.get("generator"), str(opts.data), len(data))
     if parity is not None:
         notes["export_parity_rel_error"] = parity
     write = functools.partial(
@@ -199,18 +197,19 @@ def run_training(opts: TrainOptions) -> TrainOutcome:
         version=version,
         arch=opts.arch,
         input_size=opts.input_size,
-        labels=task.labels(data),
-        description=DESCRIPTIONS.get(opts.task, ""),
+        labels=labels,
+        description=opts.description or default_description(opts.task, labels),
         training_command=opts.command,
     )
     package = write(metrics={}, notes=notes)
     metrics: dict[str, float] = {}
     if opts.val_split and _has_split(task.name, opts.data, opts.val_split):
-        from service.evaluation.evaluate import evaluate_package
+        from service.evaluation.evaluate import evaluate
 
-        metrics = evaluate_package(
+        report = evaluate(
             package, opts.data, opts.val_split, threads=opts.threads, progress=opts.progress
         )
+        metrics = report.metrics
         # Settings the detection metrics were taken at go to the notes, not the metrics.
         settings: dict[str, float | bool] = {
             k: metrics.pop(k) for k in ("score_threshold", "class_agnostic_nms") if k in metrics
@@ -225,6 +224,7 @@ def run_training(opts: TrainOptions) -> TrainOutcome:
             "path": "onnxruntime + the server's task plugin (care-serve evaluate)",
             **_dataset_notes(opts.data, opts.val_split),
         }
+        notes.update(card_evaluation_notes(opts.task, report.buckets, report.failures))
         package = write(metrics=metrics, notes=notes)
     outcome.package, outcome.metrics = package, metrics
     return outcome

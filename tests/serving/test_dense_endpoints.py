@@ -898,3 +898,80 @@ def test_bundled_detector_finds_each_shape_once_at_the_served_default() -> None:
             shapes += len(gt)
             found += _matched(gt, [s.kind for s in scene.shapes], body)
     assert found >= 0.9 * shapes, f"found {found} of {shapes} shapes"
+
+
+WIDE_SEED = 2026  # a seed no training or evaluation run used
+
+
+def _wide_cases() -> list[tuple[str, Any]]:
+    """(case, WideSpec): large filled shapes, outlines only, and the whole wide distribution."""
+    from service.data.wide import WideSpec
+
+    return [
+        ("large", WideSpec(max_side=1024, min_shape=0.7, p_outline=0.0, max_shapes=2)),
+        ("outline", WideSpec(max_side=1024, min_shape=0.15, max_shape=0.6, p_outline=1.0)),
+        ("wide", WideSpec(max_side=1024)),
+    ]
+
+
+def test_bundled_models_on_fresh_wide_scenes_find_each_shape_once() -> None:
+    """Large shapes (>= 70% of the shorter side), outlines and mixed wide scenes, over REST.
+
+    Everywhere: no two answered boxes on one place and no shape answered twice,
+    and the classifier names the shape (at most one miss in nine). Large shapes:
+    the detector finds every one with its class, and the segmenter reaches a
+    per-scene mIoU of at least 0.9. (Outlines and small shapes are the measured
+    weak spots, docs/training.md: their recall is reported, not promised here.)
+    """
+    from service.data.synthetic import CLASS_NAMES, scene_rng
+    from service.data.wide import make_wide_scene
+
+    settings = Settings(
+        model_store=MODEL_STORE,
+        models=list(TRAINED),
+        http_port=0,
+        grpc_port=0,
+        intra_op_threads=1,
+        warmup_runs=1,
+    )
+    cls_right = cls_total = 0
+    with BackgroundStack(settings, CollectorRegistry()) as served:
+        for case_index, (case, spec) in enumerate(_wide_cases()):
+            for i in range(3):
+                index = 10 * case_index + i
+                kind = CLASS_NAMES[i]
+                scene = make_wide_scene(scene_rng(WIDE_SEED, "classification", index), [kind], spec)
+                data = png_bytes(Image.fromarray(scene.image))
+                top = post(served, "/classify", data, model="shapes-classifier").json()
+                cls_right += int(top["predictions"][0]["label"] == kind)
+                cls_total += 1
+
+                scene = make_wide_scene(scene_rng(WIDE_SEED, "detection", index), spec=spec)
+                response = post(
+                    served, "/detect", png_bytes(Image.fromarray(scene.image)),
+                    model="shapes-detector",
+                )  # fmt: skip
+                assert response.status_code == 200, response.text
+                body = response.json()
+                boxes = rest_dets(body)[0]
+                gt = np.asarray([s.box for s in scene.shapes], np.float64)
+                if len(boxes):
+                    pairs = _box_iou(boxes, boxes)[np.triu_indices(len(boxes), 1)]
+                    assert not np.any(pairs > 0.5), f"{case} scene {i}: two boxes on one place"
+                    covering = (_box_iou(gt, boxes) >= 0.5).sum(axis=1)
+                    assert covering.max() <= 1, f"{case} scene {i}: a shape answered twice"
+                if case == "large":
+                    found = _matched(gt, [s.kind for s in scene.shapes], body)
+                    assert found == len(gt), f"large scene {i}: found {found} of {len(gt)}"
+
+                if case == "large":
+                    scene = make_wide_scene(scene_rng(WIDE_SEED, "segmentation", index), spec=spec)
+                    response = post(
+                        served, "/segment", png_bytes(Image.fromarray(scene.image)),
+                        model="shapes-segmenter", format="png",
+                    )  # fmt: skip
+                    mask = np.asarray(decode_png(response.content))
+                    assert mask.shape == scene.mask.shape
+                    miou = _class_miou(mask, scene.mask)
+                    assert miou >= 0.9, f"large scene {i}: mIoU {miou:.3f}"
+    assert cls_right >= cls_total - 1, f"classified {cls_right} of {cls_total} scenes"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.data.synthetic import CLASS_NAMES, generate_dataset, make_scene, scene_rng
+from service.data.synthetic import CLASS_NAMES, generate_dataset, scene_rng
+from service.data.wide import make_wide_scene
 from service.errors import DatasetError
 from service.training.datasets import read_coco, read_image_folder, read_mask_pairs
 from service.training.preprocess import cache_classification, cache_detection, cache_segmentation
@@ -38,7 +39,7 @@ def test_image_folder(root: Path) -> None:
 def test_coco(root: Path) -> None:
     data = read_coco(root / "det", "train")
     assert data.classes == list(CLASS_NAMES) and data.category_ids == [1, 2, 3]
-    scene = make_scene(scene_rng(2, "detection", 0))
+    scene = make_wide_scene(scene_rng(2, "detection", 0))  # generate's default distribution
     first = data.samples[0]
     assert (first.width, first.height) == scene.mask.shape[::-1]
     assert first.boxes.tolist() == [list(map(float, s.box)) for s in scene.shapes]

@@ -129,10 +129,13 @@ def test_seeded_and_reproducible() -> None:
 
 
 def test_written_formats(tmp_path) -> None:
-    generate_dataset("classification", tmp_path / "cls", 6, seed=1)
+    generate_dataset("classification", tmp_path / "cls", 6, seed=1, distribution="classic")
     for name in CLASS_NAMES:
         assert len(list((tmp_path / "cls" / "train" / name).glob("*.png"))) == 2
-    generate_dataset("detection", tmp_path / "det", 5, seed=1, split="val", image_format="jpg")
+    generate_dataset(
+        "detection", tmp_path / "det", 5, seed=1, split="val", image_format="jpg",
+        distribution="classic",
+    )  # fmt: skip
     coco = json.loads((tmp_path / "det" / "annotations" / "instances_val.json").read_text())
     assert [c["name"] for c in coco["categories"]] == list(CLASS_NAMES)
     assert [c["id"] for c in coco["categories"]] == [1, 2, 3]
@@ -146,7 +149,7 @@ def test_written_formats(tmp_path) -> None:
     assert boxes == [
         [s.box[0], s.box[1], s.box[2] - s.box[0], s.box[3] - s.box[1]] for s in scene.shapes
     ]
-    root = generate_dataset("segmentation", tmp_path / "seg", 4, seed=1)
+    root = generate_dataset("segmentation", tmp_path / "seg", 4, seed=1, distribution="classic")
     assert (root / "classes.txt").read_text().split() == ["background", *CLASS_NAMES]
     for image_path in sorted((root / "images" / "train").glob("*.png")):
         mask = np.asarray(Image.open(root / "masks" / "train" / image_path.name))

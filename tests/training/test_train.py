@@ -33,9 +33,11 @@ def one_thread() -> None:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
-    for task in ("classification", "detection", "segmentation"):
-        generate_dataset(task, root / task, 24 if task == "classification" else 8, seed=0)
-        generate_dataset(task, root / task, 6 if task == "classification" else 3, 1, "val")
+    for task in ("classification", "detection", "segmentation"):  # the easy scenes: a few steps
+        n = 24 if task == "classification" else 8
+        generate_dataset(task, root / task, n, seed=0, distribution="classic")
+        n = 6 if task == "classification" else 3
+        generate_dataset(task, root / task, n, 1, "val", distribution="classic")
     return root
 
 
@@ -87,6 +89,10 @@ def test_package_writes_loads_and_runs(data: Path, tmp_path: Path, task: str) ->
     assert (manifest.input.height, manifest.input.width) == SIZE
     card = manifest.model_card
     assert card.training_command and card.notes["steps"] == 4
+    words = {"classification": "one of 3 classes: circle, square, triangle",
+             "detection": "circle / square / triangle",
+             "segmentation": "one of 4 classes: background, circle, square, triangle"}  # fmt: skip
+    assert words[task] in card.description  # written from the data's class names
     assert card.notes["generator"]["seed"] == 0  # where the data came from
     assert card.notes["export_parity_rel_error"] < 1e-4
     expected = {"classification": "accuracy", "detection": "map50", "segmentation": "miou"}[task]
@@ -95,8 +101,13 @@ def test_package_writes_loads_and_runs(data: Path, tmp_path: Path, task: str) ->
         assert {"precision", "recall", "f1", "duplicate_rate"} <= set(card.metrics)
         assert "score_threshold" not in card.metrics
         assert card.notes["evaluated_on"]["postprocessing"] == {
-            "score_threshold": 0.3,
-            "class_agnostic_nms": False,
+            "score_threshold": 0.4,
+            "class_agnostic_nms": True,
+        }
+        assert manifest.postprocessing == {
+            "score_threshold": 0.4,
+            "nms_iou": 0.4,
+            "class_agnostic_nms": True,
         }
     runner = PackageRunner(outcome.package)
     images = sorted((data / task).rglob("*.png"))[:2]
@@ -190,11 +201,19 @@ def test_cli_train_and_evaluate(
             "--quiet",
             "--work-dir",
             str(tmp_path / "work"),
+            "--description",
+            "Tells circles, squares and triangles apart.",
         ]
     )
     assert code == 0 and f"package: {package}" in capsys.readouterr().out
     card = read_manifest(package).model_card
     assert "--steps 2" in (card.training_command or "")
+    assert card.description == "Tells circles, squares and triangles apart."
+    assert "care-serve generate --distribution classic" in card.notes["training_domain"]
+    buckets = card.notes["buckets"]  # measured per bucket on val: each image in one background
+    assert sum(r["count"] for b, r in buckets.items() if b.startswith("background=")) == 6
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in buckets.values())
+    assert isinstance(card.notes["failure_modes"], list)
     code = main(
         [
             "evaluate",
@@ -209,6 +228,10 @@ def test_cli_train_and_evaluate(
     )
     metrics = json.loads(capsys.readouterr().out)
     assert code == 0 and metrics["accuracy"] == card.metrics["accuracy"]
+    assert metrics["buckets"] == {
+        name: {k: pytest.approx(v, abs=1e-4) for k, v in row.items()}
+        for name, row in card.notes["buckets"].items()
+    }
 
 
 def test_cli_rejects_bad_arguments(
