@@ -824,7 +824,8 @@ def test_bundled_demo_models_answer_correctly_on_fresh_scenes() -> None:
         warmup_runs=1,
     )
     spec = SceneSpec(min_side=160, max_side=640)
-    det_full = boxes_found = boxes_total = seg_good = cls_right = 0
+    det_full = boxes_found = boxes_total = cls_right = 0
+    confusion = np.zeros((len(CLASS_NAMES) + 1,) * 2, np.int64)  # truth x answer, 0 = background
     with BackgroundStack(settings, CollectorRegistry()) as served:
         for index in range(E2E_SCENES):
             kind = CLASS_NAMES[index % len(CLASS_NAMES)]
@@ -847,12 +848,16 @@ def test_bundled_demo_models_answer_correctly_on_fresh_scenes() -> None:
             response = post(served, "/segment", data, model="shapes-segmenter", format="png")
             mask = np.asarray(decode_png(response.content))
             assert mask.shape == scene.mask.shape
-            seg_good += int(_class_miou(mask, scene.mask) >= 0.75)
+            pairs = scene.mask.astype(np.int64).ravel() * len(confusion) + mask.ravel()
+            confusion += np.bincount(pairs, minlength=confusion.size).reshape(confusion.shape)
     # Most scenes have every shape found, and nearly every shape is found.
     assert det_full >= 2 * E2E_SCENES // 3, f"every shape found in only {det_full} scenes"
     assert boxes_found >= 0.85 * boxes_total, f"found {boxes_found} of {boxes_total} shapes"
-    # Segmentation gets the classes right: per-scene mIoU >= 0.75 in most scenes.
-    assert seg_good >= 2 * E2E_SCENES // 3, f"classes segmented well in only {seg_good} scenes"
+    # Segmentation gets the classes right: mIoU over all pixels of the scenes (the model
+    # card's measure) at least 0.85 (the wide-trained segmenter: 0.867, its predecessor 0.876).
+    inter = np.diag(confusion)
+    miou = float(np.mean(inter / (confusion.sum(0) + confusion.sum(1) - inter)))
+    assert miou >= 0.85, f"mIoU {miou:.3f} on the classic scenes"
     assert cls_right >= E2E_SCENES - 1, f"classified {cls_right} of {E2E_SCENES} scenes"
 
 
