@@ -158,14 +158,21 @@ def _background(
     return np.clip(noisy, 0, 255), clean, kind
 
 
-def _triangle(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A filled triangle, any rotation, whose larger box side is about ``size`` pixels."""
+def triangle_vertices(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int, int]:
+    """A triangle of any rotation whose larger box side is about ``size`` pixels: its three
+    vertices (x, y) from the box's corner, and the width and height of its pixel grid."""
     jitter = np.radians(rng.uniform(-20, 20, size=3))
     angles = rng.uniform(0, 2 * math.pi) + np.radians([0, 120, 240]) + jitter
     pts = np.stack([np.cos(angles), np.sin(angles)], axis=1)
     pts -= pts.min(axis=0)
     pts *= size / pts.max()
     w, h = (math.ceil(v) + 1 for v in pts.max(axis=0))
+    return pts, w, h
+
+
+def _triangle(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A filled triangle, any rotation, whose larger box side is about ``size`` pixels."""
+    pts, w, h = triangle_vertices(rng, size)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
     inside_pos = np.ones((h, w), bool)
     inside_neg = np.ones((h, w), bool)

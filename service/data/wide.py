@@ -39,7 +39,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from service.data.synthetic import CLASS_NAMES, Scene, Shape, _box_overlap, _pick_colour, class_id
+from service.data.synthetic import (
+    CLASS_NAMES,
+    Scene,
+    Shape,
+    _box_overlap,
+    _pick_colour,
+    class_id,
+    triangle_vertices,
+)
 
 __all__ = [
     "BACKGROUNDS",
@@ -176,12 +184,7 @@ def _local_mask(rng: np.random.Generator, kind: str, size: int, outline: int) ->
         d = np.sqrt(c[:, None] ** 2 + c[None, :] ** 2)
         mask = d <= size / 2
         return mask & (d > size / 2 - outline) if outline else mask
-    jitter = np.radians(rng.uniform(-20, 20, size=3))
-    angles = rng.uniform(0, 2 * math.pi) + np.radians([0, 120, 240]) + jitter
-    pts = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    pts -= pts.min(axis=0)
-    pts *= size / pts.max()
-    w, h = (math.ceil(v) + 1 for v in pts.max(axis=0))
+    pts, w, h = triangle_vertices(rng, size)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
     # Signed distances to the three edges, positive inside (whatever the winding).
     area2 = (pts[1, 0] - pts[0, 0]) * (pts[2, 1] - pts[0, 1]) - (pts[1, 1] - pts[0, 1]) * (
