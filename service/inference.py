@@ -224,10 +224,9 @@ class DataPlane:
 
     def serving_model(self, name: str, version: int | str | None = None) -> LoadedModel:
         """The loaded version of ``name`` serving requests (``NotFound``, ``ModelNotReady``)."""
-        loaded = self.manager.loaded().get(name)
         # lookup() checks the name and version before the task, so any task name gives the
         # same NotFound / ModelNotReady for a model that is not loaded.
-        task = loaded.manifest.task if loaded is not None else "classification"
+        task = self.manager.serving_task(name) or "classification"
         return self.manager.lookup(task, name, version)
 
     def record_rejected(

@@ -127,7 +127,8 @@ class ModelManager:
 
     # -- start-up ------------------------------------------------------------------------
     def startup_targets(self) -> list[tuple[str, int | None]]:
-        """(name, version) pairs to load at start-up, from ``settings.models``."""
+        """(name, version) pairs the ``models`` setting covers in the store now: what
+        start-up loads and what the watched store follows."""
         targets: dict[str, int | None] = {}
         for entry in self.settings.models:
             if entry == "*":
@@ -196,17 +197,25 @@ class ModelManager:
         )
 
     # -- lookup --------------------------------------------------------------------------
-    def _serving_task(self, name: str) -> str | None:
+    def representative(self, name: str) -> LoadedModel | None:
+        """The serving version of ``name`` that stands for it: the default version, else
+        the highest serving (None when none serves)."""
         versions = self._models.get(name)
         if not versions:
             return None
-        return versions[max(versions)].manifest.task
+        chosen = self.default_version(name)
+        return versions[chosen if chosen is not None else max(versions)]
+
+    def serving_task(self, name: str) -> str | None:
+        """The task ``name`` serves (None when no version serves)."""
+        loaded = self.representative(name)
+        return loaded.manifest.task if loaded is not None else None
 
     def default_model(self, task: str) -> str:
         """The model that serves ``task`` when a request names none (see the module doc)."""
         explicit = self.config.defaults.get(task)
         if explicit is not None:
-            if self._serving_task(explicit) == task:
+            if self.serving_task(explicit) == task:
                 return explicit
             if explicit in self._loading:
                 raise ModelNotReady(
@@ -217,7 +226,7 @@ class ModelManager:
                 f"name a model with the 'model' parameter or load it (POST /models/{explicit}/load)"
             )
         first = self._first_loaded.get(task)
-        if first is not None and self._serving_task(first) == task:
+        if first is not None and self.serving_task(first) == task:
             return first
         raise NotFound(
             f"no {task} model is loaded; name one with the 'model' parameter or load one "
@@ -298,12 +307,7 @@ class ModelManager:
 
     def loaded(self) -> dict[str, LoadedModel]:
         """Every serving model by name, at its default version (or its highest one)."""
-        result = {}
-        for name, versions in self._models.items():
-            if versions:
-                chosen = self.default_version(name)
-                result[name] = versions[chosen if chosen is not None else max(versions)]
-        return result
+        return {name: m for name in self._models if (m := self.representative(name)) is not None}
 
     def loaded_versions(self) -> dict[str, dict[int, LoadedModel]]:
         """Every serving version, by name then version."""
@@ -467,7 +471,7 @@ class ModelManager:
         for task, first in list(self._first_loaded.items()):
             if first != name:
                 continue
-            others = sorted(n for n in self._models if self._serving_task(n) == task)
+            others = sorted(n for n in self._models if self.serving_task(n) == task)
             if others:
                 self._first_loaded[task] = others[0]
             else:
@@ -618,9 +622,7 @@ class ModelManager:
         if not serving and not disk and name not in self._loading:
             raise NotFound(f"model {name!r} is neither loaded nor in the model store")
         default = self.default_version(name)
-        loaded = serving.get(default) if default is not None else None
-        if loaded is None and serving:
-            loaded = serving[max(serving)]
+        loaded = self.representative(name)
         errors = self._errors.get(name, {})
         if loaded is not None:
             state, manifest = "ready", loaded.manifest
@@ -689,7 +691,7 @@ class ModelManager:
             result[task] = {
                 "model": name,
                 "source": STORE_FILE if explicit else "first loaded",
-                "serving": self._serving_task(name) == task,
+                "serving": self.serving_task(name) == task,
             }
         return result
 

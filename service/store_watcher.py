@@ -19,7 +19,6 @@ import logging
 from service.errors import CareServeError
 from service.manager import ModelManager
 from service.store.config import VersionPolicy
-from service.store.repository import check_name
 
 __all__ = ["StoreWatcher"]
 
@@ -35,26 +34,14 @@ class StoreWatcher:
         self.polls = 0
         self._task: asyncio.Task[None] | None = None
 
-    def watched(self) -> tuple[set[str], dict[str, int]]:
-        """Model names the ``models`` setting covers in the store, and pinned versions."""
-        names: set[str] = set()
-        pinned: dict[str, int] = {}
-        on_disk = self.manager.repository.model_names()
-        for entry in self.manager.settings.models:
-            if entry == "*":
-                names.update(on_disk)
-                continue
-            name, _, version = entry.partition(":")
-            names.add(check_name(name))
-            if version:
-                pinned[name] = int(version)
-        return names, pinned
-
     async def poll_once(self) -> list[str]:
         """One scan of the store; returns a line per change (also logged)."""
         manager = self.manager
         manager.refresh_config()
-        names, pinned = self.watched()
+        # The models the ``models`` setting covers now (``*``: every model in the store).
+        targets = manager.startup_targets()
+        names = {name for name, _ in targets}
+        pinned = {name: version for name, version in targets if version is not None}
         changes: list[str] = []
         for name in sorted(names | set(manager.loaded_versions())):
             try:
