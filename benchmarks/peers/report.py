@@ -36,7 +36,7 @@ def summary_table(runs: Sequence[PeerRun], levels: Sequence[int]) -> str:
         for c in levels:
             stats = run.level(protocol, c)
             cells.append(
-                "-" if stats is None else f"{stats.throughput:.1f} / {_num(stats.percentile(50))}"
+                "-" if stats is None else f"{stats.throughput:.1f} / {_num(stats.pct(50))}"
             )
         lines.append(f"| {run.label} | {PROTOCOL_NAMES[protocol]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -56,8 +56,8 @@ def detail_table(runs: Sequence[PeerRun], levels: Sequence[int]) -> str:
                 continue
             lines.append(
                 f"| {run.label} | {PROTOCOL_NAMES[protocol]} | {c} | {stats.throughput:.1f} "
-                f"| {_num(stats.percentile(50))} | {_num(stats.percentile(99))} | {stats.errors} "
-                f"| {_num(stats.server_cpu_ms_per_request)} | {_num(stats.server_cores_busy, 2)} |"
+                f"| {_num(stats.pct(50))} | {_num(stats.pct(99))} | {stats.errors} "
+                f"| {_num(stats.server_cpu_ms)} | {_num(stats.server_cores_busy, 2)} |"
             )
     return "\n".join(lines)
 
@@ -132,7 +132,7 @@ def write_plots(runs: Sequence[PeerRun], levels: Sequence[int], out_dir: Path) -
             if series:
                 ax.plot(
                     [s.concurrency for s in series],
-                    [s.percentile(q) for s in series],
+                    [s.pct(q) for s in series],
                     marker="o",
                     label=f"{run.label} {PROTOCOL_NAMES[protocol]}",
                 )

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from service.loadbench import LevelResult
+
 __all__ = ["LevelStats", "PeerRun", "load_runs", "save_runs"]
 
 
 @dataclass
-class LevelStats:
-    """One server, one protocol, one concurrency level."""
+class LevelStats(LevelResult):
+    """One server, one protocol, one concurrency level (the load benchmark's level, plus
+    the answers counted inside the measuring window)."""
 
-    protocol: str
-    concurrency: int
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: int = 0
-    seconds: float = 0.0
-    server_cpu_s: float | None = None
-    client_cpu_s: float = 0.0
     window_s: float = 0.0
     answered_in_window: int = 0
 
@@ -46,19 +41,6 @@ class LevelStats:
         if self.window_s > 0:
             return self.answered_in_window / self.window_s
         return self.answered / self.seconds if self.seconds > 0 else 0.0
-
-    def percentile(self, q: float) -> float:
-        """Latency percentile in ms (NaN without answers)."""
-        if not self.latencies_ms:
-            return math.nan
-        return float(np.percentile(self.latencies_ms, q))
-
-    @property
-    def server_cpu_ms_per_request(self) -> float | None:
-        """CPU time of the server's whole process tree per answered request."""
-        if self.server_cpu_s is None or not self.latencies_ms:
-            return None
-        return 1000.0 * self.server_cpu_s / self.answered
 
     @property
     def server_cores_busy(self) -> float | None:

@@ -94,11 +94,11 @@ def _level(live: _Live, protocol: str, level: int, duration: float, jpeg: bytes)
 
 
 def _print(label: str, stats: LevelStats) -> None:
-    cpu = stats.server_cpu_ms_per_request
+    cpu = stats.server_cpu_ms
     print(
         f"    {label[:28]:28} {stats.protocol:4} c={stats.concurrency:<3} "
-        f"{stats.throughput:7.1f} req/s  p50 {stats.percentile(50):8.1f} ms  "
-        f"p99 {stats.percentile(99):8.1f} ms  errors {stats.errors}  server CPU "
+        f"{stats.throughput:7.1f} req/s  p50 {stats.pct(50):8.1f} ms  "
+        f"p99 {stats.pct(99):8.1f} ms  errors {stats.errors}  server CPU "
         f"{'-' if cpu is None else f'{cpu:.1f}'} ms/req",
         flush=True,
     )

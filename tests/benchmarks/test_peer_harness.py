@@ -72,8 +72,8 @@ def test_level_stats() -> None:
     assert stats.throughput == pytest.approx(2.0)  # with errors: answers per second
     # Without errors, Little's law: 4 clients, 25 ms mean latency = 160 req/s.
     assert LevelStats("rest", 4, [10.0, 20.0, 30.0, 40.0], seconds=9.0).throughput == 160.0
-    assert stats.percentile(50) == pytest.approx(25.0)
-    assert stats.server_cpu_ms_per_request == pytest.approx(75.0)
+    assert stats.pct(50) == pytest.approx(25.0)
+    assert stats.server_cpu_ms == pytest.approx(75.0)
     assert stats.server_cores_busy == pytest.approx(0.15)
     # Answers after the window (the drain of in-flight requests) count for latency only.
     windowed = LevelStats(
@@ -81,8 +81,8 @@ def test_level_stats() -> None:
     )
     assert windowed.throughput == pytest.approx(12.0)
     empty = LevelStats("grpc", 1)
-    assert empty.throughput == 0.0 and math.isnan(empty.percentile(99))
-    assert empty.server_cpu_ms_per_request is None and empty.server_cores_busy is None
+    assert empty.throughput == 0.0 and math.isnan(empty.pct(99))
+    assert empty.server_cpu_ms is None and empty.server_cores_busy is None
 
 
 def _runs() -> list[PeerRun]:
@@ -156,7 +156,7 @@ def test_interleaved_rounds_merge_into_one_level() -> None:
     merged = merge_levels(parts)
     assert merged.latencies_ms == [10.0, 20.0, 30.0] and merged.errors == 1
     assert merged.throughput == pytest.approx(1.0)  # 2 answers in 2 s of windows
-    assert merged.server_cpu_ms_per_request == pytest.approx(200.0)
+    assert merged.server_cpu_ms == pytest.approx(200.0)
     unknown = merge_levels([parts[0], LevelStats("rest", 16, [5.0], 0, 1.0, None)])
     assert unknown.server_cpu_s is None
 
