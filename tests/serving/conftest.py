@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 from service.commands.import_model import export_to_onnx
 from service.models import create_model
 from service.server import BackgroundStack
-from service.settings import Settings
 from service.store import write_package
 from tests.serving.serving_helpers import LABELS, NUM_CLASSES, SIZE, make_manifest
+from tests.stacks import test_settings
 
 
 def _export(model: Any, path: Path) -> None:
@@ -61,18 +61,7 @@ def start_stack() -> Iterator[StackFactory]:
     stacks: list[BackgroundStack] = []
 
     def start(model_store: Path, **overrides: Any) -> BackgroundStack:
-        fields: dict[str, Any] = {
-            "model_store": model_store,
-            "http_port": 0,
-            "grpc_port": 0,
-            "intra_op_threads": 1,
-            "preprocess_threads": 2,
-            "warmup_runs": 1,
-            "graceful_shutdown_s": 2,
-            "drain_timeout_s": 5,
-        }
-        settings = Settings(**{**fields, **overrides})
-        stack = BackgroundStack(settings, CollectorRegistry())
+        stack = BackgroundStack(test_settings(model_store, **overrides), CollectorRegistry())
         stacks.append(stack)
         return stack.__enter__()
 

@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from prometheus_client import CollectorRegistry
 
 from service.backends.onnx_backend import make_session
 from service.errors import InvalidInput, ModelStoreError
@@ -48,6 +47,7 @@ from service.tasks.segmentation import SegmentationTask
 from tests.conftest import rel_error
 from tests.serving.serving_helpers import LABELS as CLS_LABELS
 from tests.serving.serving_helpers import jpeg_bytes, make_manifest, png_bytes
+from tests.stacks import serving_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 HEIGHT, WIDTH = 96, 128  # non-square, so a swapped height/width would show
@@ -148,16 +148,7 @@ def dense_store(
 
 @pytest.fixture(scope="module")
 def stack(dense_store: dict[str, Any]) -> Iterator[BackgroundStack]:
-    settings = Settings(
-        model_store=dense_store["root"],
-        http_port=0,
-        grpc_port=0,
-        intra_op_threads=1,
-        preprocess_threads=2,
-        warmup_runs=1,
-        graceful_shutdown_s=2,
-    )
-    with BackgroundStack(settings, CollectorRegistry()) as running:
+    with serving_stack(dense_store["root"]) as running:
         yield running
 
 
@@ -815,18 +806,10 @@ def test_bundled_demo_models_answer_correctly_on_fresh_scenes() -> None:
     """The shipped shapes-* packages, served end to end, on scenes no training run saw."""
     from service.data.synthetic import CLASS_NAMES, SceneSpec, make_scene, scene_rng
 
-    settings = Settings(
-        model_store=MODEL_STORE,
-        models=list(TRAINED),
-        http_port=0,
-        grpc_port=0,
-        intra_op_threads=1,
-        warmup_runs=1,
-    )
     spec = SceneSpec(min_side=160, max_side=640)
     det_full = boxes_found = boxes_total = cls_right = 0
     confusion = np.zeros((len(CLASS_NAMES) + 1,) * 2, np.int64)  # truth x answer, 0 = background
-    with BackgroundStack(settings, CollectorRegistry()) as served:
+    with serving_stack(MODEL_STORE, models=list(TRAINED)) as served:
         for index in range(E2E_SCENES):
             kind = CLASS_NAMES[index % len(CLASS_NAMES)]
             scene = make_scene(scene_rng(E2E_SEED, "classification", index), [kind], spec)
@@ -876,17 +859,9 @@ def test_bundled_detector_finds_each_shape_once_at_the_served_default() -> None:
 
     manifest = json.loads((MODEL_STORE / "shapes-detector" / "1" / "manifest.json").read_text())
     assert manifest["postprocessing"]["class_agnostic_nms"] is True
-    settings = Settings(
-        model_store=MODEL_STORE,
-        models=["shapes-detector"],
-        http_port=0,
-        grpc_port=0,
-        intra_op_threads=1,
-        warmup_runs=1,
-    )
     spec = SceneSpec(min_side=160, max_side=640)
     shapes = found = 0
-    with BackgroundStack(settings, CollectorRegistry()) as served:
+    with serving_stack(MODEL_STORE, models=["shapes-detector"]) as served:
         for index in range(ONCE_SCENES):
             scene = make_scene(scene_rng(ONCE_SEED, "detection", index), spec=spec)
             data = png_bytes(Image.fromarray(scene.image))
@@ -931,16 +906,8 @@ def test_bundled_models_on_fresh_wide_scenes_find_each_shape_once() -> None:
     from service.data.synthetic import CLASS_NAMES, scene_rng
     from service.data.wide import make_wide_scene
 
-    settings = Settings(
-        model_store=MODEL_STORE,
-        models=list(TRAINED),
-        http_port=0,
-        grpc_port=0,
-        intra_op_threads=1,
-        warmup_runs=1,
-    )
     cls_right = cls_total = 0
-    with BackgroundStack(settings, CollectorRegistry()) as served:
+    with serving_stack(MODEL_STORE, models=list(TRAINED)) as served:
         for case_index, (case, spec) in enumerate(_wide_cases()):
             for i in range(3):
                 index = 10 * case_index + i

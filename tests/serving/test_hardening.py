@@ -26,17 +26,16 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from prometheus_client import CollectorRegistry
 
 from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
 from service.imaging import decode_image
 from service.server import BackgroundStack
-from service.settings import Settings
 from service.store import BatchingConfig, read_manifest, write_package
 from service.tasks.preprocess import preprocess_image
 from tests.conftest import rel_error
 from tests.serving.serving_helpers import LABELS, jpeg_bytes, make_manifest, png_bytes
+from tests.stacks import serving_stack
 
 BUNDLED = Path(__file__).resolve().parents[2] / "model_store"
 MALFORMED = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "malformed").iterdir())
@@ -60,16 +59,7 @@ def _big_png(width: int, height: int) -> bytes:
 # -- the bundled store: malformed files on every endpoint, capped masks ---------------------
 @pytest.fixture(scope="module")
 def bundled() -> Iterator[BackgroundStack]:
-    settings = Settings(
-        model_store=BUNDLED,
-        http_port=0,
-        grpc_port=0,
-        intra_op_threads=1,
-        preprocess_threads=2,
-        warmup_runs=0,
-        max_output_pixels=60_000,
-    )
-    with BackgroundStack(settings, CollectorRegistry()) as stack:
+    with serving_stack(BUNDLED, warmup_runs=0, max_output_pixels=60_000) as stack:
         yield stack
 
 

@@ -8,28 +8,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from service.cli import main
 from service.loadbench import list_models
 from service.server import BackgroundStack
-from service.settings import Settings
 from service.soak import make_payloads, run_soak, served_models
+from tests.stacks import serving_stack
 
 BUNDLED_STORE = Path(__file__).resolve().parents[2] / "model_store"
 
 
 @pytest.fixture(scope="module")
 def bundled() -> Iterator[BackgroundStack]:
-    settings = Settings(
-        model_store=BUNDLED_STORE,
-        http_port=0,
-        grpc_port=0,
-        intra_op_threads=1,
-        preprocess_threads=2,
-        warmup_runs=0,
-    )
-    with BackgroundStack(settings, CollectorRegistry()) as stack:
+    with serving_stack(BUNDLED_STORE, warmup_runs=0) as stack:
         yield stack
 
 

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from service.server import BackgroundStack
 from service.settings import Settings
+from tests.stacks import test_settings
 
 MODEL_STORE = Path(__file__).resolve().parents[2] / "model_store"
 MODELS = {
@@ -20,17 +21,8 @@ MODELS = {
 
 
 def stack_settings(**overrides: object) -> Settings:
-    fields: dict[str, object] = {
-        "model_store": MODEL_STORE,
-        "http_port": 0,
-        "grpc_port": 0,
-        "intra_op_threads": 1,
-        "preprocess_threads": 2,
-        "warmup_runs": 1,
-        "graceful_shutdown_s": 2,
-    }
-    fields.update(overrides)
-    return Settings(**fields)  # type: ignore[arg-type]
+    """Test settings on the bundled store."""
+    return test_settings(MODEL_STORE, **overrides)
 
 
 @pytest.fixture(scope="session")

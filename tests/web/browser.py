@@ -1,25 +1,20 @@
 """The browser set-up shared by tests/web and scripts/screenshots.py.
 
 Debian's ``chromium`` driven by Playwright (``executable_path``; Playwright's own
-browser download cannot work here), the bundled model store served by a real
-``BackgroundStack`` on ephemeral loopback ports, and synthetic scenes to send.
+browser download cannot work here) and synthetic scenes to send (the stack the page
+talks to is ``tests.stacks.serving_stack``).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from PIL import Image
-from prometheus_client import CollectorRegistry
 
 from service.data.synthetic import CLASS_NAMES, make_scene, scene_rng
-from service.server import BackgroundStack
-from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_STORE = ROOT / "model_store"
@@ -43,24 +38,6 @@ def launch(playwright: Any, extra_flags: list[str] | None = None) -> Any:
     return playwright.chromium.launch(
         executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *(extra_flags or [])]
     )
-
-
-@contextmanager
-def serving_stack(model_store: Path = MODEL_STORE, **overrides: Any) -> Iterator[BackgroundStack]:
-    """The real REST + gRPC stack on ephemeral loopback ports, stopped on exit."""
-    settings = Settings(
-        model_store=model_store,
-        http_port=0,
-        grpc_port=0,
-        intra_op_threads=1,
-        preprocess_threads=2,
-        warmup_runs=1,
-        graceful_shutdown_s=2,
-        drain_timeout_s=5,
-        **overrides,
-    )
-    with BackgroundStack(settings, CollectorRegistry()) as stack:
-        yield stack
 
 
 def scene_png(task: str, index: int, seed: int = 7) -> bytes:

@@ -23,7 +23,8 @@ from playwright.sync_api import Page, sync_playwright
 from service.postprocess.drawing import detection_palette
 from service.postprocess.segmentation import make_palette
 from service.server import BackgroundStack
-from tests.web.browser import ENDPOINTS, PHONE, RequestLog, launch, scene_png, serving_stack
+from tests.stacks import serving_stack
+from tests.web.browser import ENDPOINTS, PHONE, RequestLog, launch, scene_png
 
 TOKEN = "web-test-token"
 # A fake camera, allowed without a prompt: the snapshot test takes a picture with it.
