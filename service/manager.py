@@ -98,6 +98,7 @@ class ModelManager:
         self._failed: dict[tuple[str, int], Fingerprint] = {}  # files that failed to load
         self._locks: dict[str, asyncio.Lock] = {}
         self._threads = settings.threads_per_model(1)
+        self._images_in_flight = 0  # admitted and not yet released, every model
         # Caps the intra-op threads computing at once, across all models, to the cores.
         self.core_budget = CoreBudget(cpu_count())
         self._started = False
@@ -284,8 +285,7 @@ class ModelManager:
             )
         return loaded
 
-    @staticmethod
-    def admit(loaded: LoadedModel, images: int = 1) -> None:
+    def admit(self, loaded: LoadedModel, images: int = 1) -> None:
         """Hold ``loaded`` for a request of ``images`` images, or ``ServerBusy`` when full.
 
         Counted from arrival (before the body is read or decoded): at most
@@ -300,10 +300,16 @@ class ModelManager:
                 f"{batching.max_batch_size} = {limit}); retry later"
             )
         loaded.inflight += images
+        self._images_in_flight += images
 
-    @staticmethod
-    def release(model: LoadedModel, images: int = 1) -> None:
+    def release(self, model: LoadedModel, images: int = 1) -> None:
+        """Give back what ``admit`` held."""
         model.inflight -= images
+        self._images_in_flight -= images
+
+    def _alone(self) -> bool:
+        """At most one image is in the server (over every model): the one about to run."""
+        return self._images_in_flight <= 1
 
     def loaded(self) -> dict[str, LoadedModel]:
         """Every serving model by name, at its default version (or its highest one)."""
@@ -414,11 +420,10 @@ class ModelManager:
             self.metrics.model_ready.labels(*labels).set(1)
             self.metrics.load_error.labels(*labels).set(0)
             log.info(
-                "serving %s/%s (%s, %s threads) after %.2f s",
+                "serving %s/%s (%s) after %.2f s",
                 name,
                 version,
                 new.backend.name,
-                new.threads,
                 new.load_seconds,
             )
             if old is not None:
@@ -566,7 +571,8 @@ class ModelManager:
             package.manifest,
             threads,
             self.settings.backend,
-            allow_spinning=self.settings.onnx_allow_spinning,
+            spinning=self.settings.onnx_allow_spinning,
+            alone=self._alone,
         )
 
     def _warm_up(self, backend: Backend, manifest: Manifest) -> None:

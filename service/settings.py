@@ -78,10 +78,11 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         default=0, ge=0, description="Backend threads per model; 0 = cores / models at start-up."
     )
-    onnx_allow_spinning: bool = Field(
-        default=False,
-        description="Let idle ONNX Runtime threads busy-wait (can help on dedicated cores; "
-        "steals CPU from image decoding on shared ones).",
+    onnx_allow_spinning: Literal["off", "on", "auto"] = Field(
+        default="off",
+        description="ONNX Runtime workers busy-wait between operators: off; on (can help on "
+        "dedicated cores, steals CPU from image decoding on shared ones); auto (a second, "
+        "spinning session for lone requests, used while it measures faster).",
     )
     preprocess_threads: int = Field(
         default=0, ge=0, description="Threads decoding and preprocessing images; 0 = the cores."
@@ -166,6 +167,24 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("onnx_allow_spinning", mode="before")
+    @classmethod
+    def _spinning_from_bool(cls, value: object) -> object:
+        """The former boolean spellings (``1``/``true``/``0``/``false``) still work."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            return {
+                "1": "on",
+                "true": "on",
+                "yes": "on",
+                "0": "off",
+                "false": "off",
+                "no": "off",
+            }.get(lowered, lowered)
         return value
 
     @field_validator("admin_token")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from service.backends.base import Backend
@@ -16,9 +17,15 @@ def load_backend(
     threads: int,
     kind: str = "auto",
     *,
-    allow_spinning: bool = False,
+    spinning: str = "off",
+    alone: Callable[[], bool] | None = None,
 ) -> Backend:
-    """Load the package's weights with the backend its format needs (or ``kind``)."""
+    """Load the package's weights with the backend its format needs (or ``kind``).
+
+    ``spinning`` (onnxruntime only): ``off``, ``on`` or ``auto``, where ``alone``
+    says whether a batch is the only request in the server
+    (``service.backends.adaptive_spinning``).
+    """
     fmt = manifest.format if kind == "auto" else kind
     if fmt != manifest.format:
         from service.errors import ModelStoreError
@@ -41,4 +48,13 @@ def load_backend(
         return TorchBackend(package_dir, manifest, threads)
     from service.backends.onnx_backend import OnnxBackend
 
-    return OnnxBackend(package_dir, manifest, threads, allow_spinning)
+    if spinning == "auto":
+        from service.backends.adaptive_spinning import AdaptiveSpinningBackend
+
+        return AdaptiveSpinningBackend(
+            OnnxBackend(package_dir, manifest, threads, allow_spinning=True),
+            OnnxBackend(package_dir, manifest, threads, allow_spinning=False),
+            alone or (lambda: True),
+            label=f"{manifest.name}/{manifest.version}",
+        )
+    return OnnxBackend(package_dir, manifest, threads, allow_spinning=spinning == "on")

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         f"model {name}/{manifest.version} ({manifest.architecture}, input "
         f"{manifest.input.height}x{manifest.input.width}), JPEG {height}x{width} (HxW, "
         f"{len(jpeg)} bytes), {cpu_count()} cores, {threads} intra-op "
-        f"threads, ORT spinning {'on' if spin else 'off'}. Shared machines are noisy: compare "
+        f"threads, ORT spinning {spin}. Shared machines are noisy: compare "
         "figures from one run only."
     )
     weights = package.path / manifest.weights

@@ -53,11 +53,24 @@ def register(subparsers: Any) -> None:
         type=int,
         help="detection/segmentation: train on random SxS crops of the letterboxed inputs",
     )
+    p.add_argument(
+        "--hard-pixels",
+        type=float,
+        metavar="FRACTION",
+        help="segmentation: average the loss over only the hardest FRACTION (0-1] of the "
+        "labelled pixels (online hard example mining), so thin strokes and small shapes count",
+    )
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default 2e-3)")
     p.add_argument(
         "--init-checkpoint",
         type=Path,
         help="official ImageNet CARE checkpoint (.pth.tar) to start from (heads are not taken)",
+    )
+    p.add_argument(
+        "--init-weights",
+        type=Path,
+        help="start from every weight of a trained network of the same task, --arch and class "
+        "count (a run's WORK_DIR/train_state.pt), e.g. to fine-tune at another --input-size",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --work-dir")
@@ -79,7 +92,8 @@ def _command(args: argparse.Namespace) -> str:
     parts = ["python", "-m", "service", "train", args.task]
     for flag in (
         "data", "output", "name", "version", "arch", "split", "val_split", "epochs", "steps",
-        "batch_size", "train_crop", "lr", "init_checkpoint", "seed", "threads", "description",
+        "batch_size", "train_crop", "hard_pixels", "lr", "init_checkpoint", "init_weights",
+        "seed", "threads", "description",
     ):  # fmt: skip
         value = getattr(args, flag)
         if value is not None:
@@ -111,8 +125,10 @@ def run(args: argparse.Namespace) -> int:
             steps=args.steps,
             batch_size=args.batch_size,
             train_crop=args.train_crop,
+            hard_pixels=args.hard_pixels,
             lr=args.lr,
             init_checkpoint=args.init_checkpoint,
+            init_weights=args.init_weights,
             seed=args.seed,
             resume=args.resume,
             threads=args.threads,

@@ -22,6 +22,7 @@ in network-input pixels, ``IGNORE_INDEX`` (255) for pixels without a label
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -80,13 +81,21 @@ class SemanticFPNDecoder(nn.Module):
 
 
 def segmentation_loss(
-    seg_logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = IGNORE_INDEX
+    seg_logits: torch.Tensor,
+    masks: torch.Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    hard_fraction: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Cross-entropy of stride-4 logits, upsampled (bilinear) to the masks' size.
 
     ``masks``: int ``(B, H, W)`` class indices, ``ignore_index`` where unlabelled.
+    ``hard_fraction`` (0-1]: average over only the hardest that share of the labelled
+    pixels of the batch (online hard example mining, as bootstrapped cross-entropy),
+    so that thin strokes and small shapes are not outvoted by easy background.
     Returns ``loss`` (to backpropagate) and ``pixel_acc`` (labelled pixels only).
     """
+    if hard_fraction is not None and not 0.0 < hard_fraction <= 1.0:
+        raise ValueError(f"hard_fraction must be in (0, 1], got {hard_fraction}")
     if masks.ndim != 3 or masks.shape[0] != seg_logits.shape[0]:
         raise ValueError(
             f"masks must be (B, H, W) with B={seg_logits.shape[0]}, got {tuple(masks.shape)}"
@@ -102,7 +111,13 @@ def segmentation_loss(
     logits = F.interpolate(seg_logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
     if not labelled.any():
         return {"loss": logits.sum() * 0.0, "pixel_acc": torch.tensor(0.0)}
-    loss = F.cross_entropy(logits, masks, ignore_index=ignore_index)
+    if hard_fraction is None or hard_fraction == 1.0:
+        loss = F.cross_entropy(logits, masks, ignore_index=ignore_index)
+    else:
+        per_pixel = F.cross_entropy(logits, masks, ignore_index=ignore_index, reduction="none")
+        labelled_losses = per_pixel[labelled]
+        k = max(1, math.ceil(hard_fraction * labelled_losses.numel()))
+        loss = labelled_losses.topk(k, sorted=False).values.mean()
     with torch.no_grad():
         acc = (logits.argmax(dim=1)[labelled] == masks[labelled]).float().mean()
     return {"loss": loss, "pixel_acc": acc}

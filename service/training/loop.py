@@ -24,7 +24,14 @@ from service.errors import CheckpointError
 from service.training.preprocess import CachedDataset
 from service.training.task import TrainTask
 
-__all__ = ["TrainConfig", "TrainResult", "batch_indices", "learning_rate", "train_loop"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "batch_indices",
+    "learning_rate",
+    "load_network_weights",
+    "train_loop",
+]
 
 STATE_VERSION = 1
 # Fields that must be equal for --resume to continue a run.
@@ -38,6 +45,7 @@ RESUME_KEYS = (
     "seed",
     "num_classes",
     "crop",
+    "hard_pixels",
 )
 
 
@@ -59,6 +67,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     augment: bool = True
     crop: int | None = None
+    hard_pixels: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -141,6 +150,47 @@ def _load_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
             "resume with the same arguments, or start afresh without --resume"
         )
     return state
+
+
+def load_network_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load every weight of ``model`` from a training state (``train_state.pt``) or a state dict.
+
+    For starting a run from a trained network of the same task, architecture and
+    class count (e.g. fine-tuning a detector at another input size): unlike
+    ``--init-checkpoint``, the heads are taken too. Keys and shapes must match.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read network weights {path}: {exc}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a care-serve training state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no state dict (expected a train_state.pt or weights)")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    misshapen = [
+        f"{k}: file {tuple(state[k].shape)}, network {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or misshapen:
+        parts = [
+            f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch", misshapen),
+            )
+            if keys
+        ]
+        raise CheckpointError(
+            f"the weights in {path} do not fit this network ({'; '.join(parts)}): give a run "
+            "of the same task, --arch and class count"
+        )
+    model.load_state_dict(state)
 
 
 def train_loop(

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from service.training.card import card_evaluation_notes, default_description, training_domain
-from service.training.loop import TrainConfig, TrainResult, train_loop
+from service.training.loop import TrainConfig, TrainResult, load_network_weights, train_loop
 from service.training.package import export_trained, package_target, write_trained_package
 from service.training.task import TrainTask
 
@@ -56,7 +56,9 @@ class TrainOptions:
     batch_size: int = 32
     lr: float = 2e-3
     train_crop: int | None = None
+    hard_pixels: float | None = None  # segmentation: OHEM share of the labelled pixels
     init_checkpoint: Path | None = None
+    init_weights: Path | None = None  # a whole trained network (train_state.pt)
     seed: int = 0
     resume: bool = False
     threads: int = 1
@@ -130,8 +132,10 @@ def _card_notes(
         "cpu": platform.processor() or platform.machine(),
         "model_kwargs": getattr(model, "init_kwargs", {"num_classes": cfg.num_classes}),
         "train_crop": opts.train_crop,
+        "hard_pixels": opts.hard_pixels,
         "lr": opts.lr,
         "init_checkpoint": str(opts.init_checkpoint) if opts.init_checkpoint else None,
+        "init_weights": str(opts.init_weights) if opts.init_weights else None,
         "seed": opts.seed,
         "date": time.strftime("%Y-%m-%d"),
         **_dataset_notes(opts.data, opts.split),
@@ -146,6 +150,12 @@ def run_training(opts: TrainOptions) -> TrainOutcome:
         raise ValueError(f"--threads must be at least 1, got {opts.threads}")
     _check_crop(opts)
     task.crop = opts.train_crop
+    if opts.hard_pixels is not None:
+        if opts.task != "segmentation":
+            raise ValueError("--hard-pixels is for segmentation only")
+        if not 0.0 < opts.hard_pixels <= 1.0:
+            raise ValueError(f"--hard-pixels must be in (0, 1], got {opts.hard_pixels}")
+        task.hard_pixels = opts.hard_pixels  # type: ignore[attr-defined]
     torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     height, width = opts.input_size
@@ -161,8 +171,15 @@ def run_training(opts: TrainOptions) -> TrainOutcome:
         seed=opts.seed,
         checkpoint_every=opts.checkpoint_every,
         crop=opts.train_crop,
+        hard_pixels=opts.hard_pixels,
     )
+    if opts.init_checkpoint and opts.init_weights:
+        raise ValueError(
+            "give --init-checkpoint (a backbone) or --init-weights (a whole network), not both"
+        )
     model = task.build_model(opts.arch, cfg.num_classes, opts.init_checkpoint)
+    if opts.init_weights and not opts.resume:
+        load_network_weights(model, opts.init_weights)
     work_dir = opts.work_dir or Path("runs") / name
     state_path = work_dir / "train_state.pt"
     result = train_loop(

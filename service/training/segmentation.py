@@ -27,6 +27,8 @@ class SegmentationTask(TrainTask):
     name = "segmentation"
     output_names = ("seg_logits",)
     preprocessing: dict[str, Any] = {"mode": "letterbox", "interpolation": "bilinear"}
+    #: Average the loss over the hardest share of the labelled pixels (None: all of them).
+    hard_pixels: float | None = None
 
     def load(
         self,
@@ -66,5 +68,7 @@ class SegmentationTask(TrainTask):
         return Batch(normalise(np.stack(images)), targets)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        out: dict[str, torch.Tensor] = model.forward_loss(batch.inputs, batch.targets)  # type: ignore[operator]
+        from service.models.segmentation import segmentation_loss
+
+        out = segmentation_loss(model(batch.inputs), batch.targets, hard_fraction=self.hard_pixels)
         return out["loss"]

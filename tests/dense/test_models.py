@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from torch import nn
 from service.errors import CheckpointError
 from service.models.detection import CAREDetector, assign_targets, make_points_torch
 from service.models.fuse import fuse_model
-from service.models.segmentation import IGNORE_INDEX, CARESegmenter
+from service.models.segmentation import IGNORE_INDEX, CARESegmenter, segmentation_loss
 from service.postprocess.detection import make_points
 from tests.conftest import FIXTURES, rel_error
 
@@ -161,6 +163,27 @@ def test_segmentation_loss_decreases_and_ignores_padding() -> None:
         assert rel_error(model.loss(logits, masks)["loss"], ref) <= 1e-5
     with pytest.raises(ValueError, match="mask values"):
         model.loss(logits, torch.full((2, 64, 64), 3, dtype=torch.long))
+
+
+def test_hard_pixel_loss_averages_the_hardest_share_of_labelled_pixels() -> None:
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 3, 16, 16, generator=g)
+    masks = torch.randint(0, 3, (2, 64, 64), generator=g)
+    masks[0, :10] = IGNORE_INDEX
+    up = torch.nn.functional.interpolate(logits, size=(64, 64), mode="bilinear")
+    labelled = masks != IGNORE_INDEX
+    per_pixel = -torch.log_softmax(up, dim=1).gather(1, masks.clamp(max=2)[:, None])[:, 0]
+    losses = per_pixel[labelled].sort(descending=True).values
+    for fraction in (0.1, 0.25, 0.5):
+        ref = losses[: math.ceil(fraction * losses.numel())].mean()
+        got = segmentation_loss(logits, masks, hard_fraction=fraction)["loss"]
+        assert rel_error(got, ref) <= 1e-5, fraction
+    plain = segmentation_loss(logits, masks)["loss"]
+    assert rel_error(segmentation_loss(logits, masks, hard_fraction=1.0)["loss"], plain) <= 1e-6
+    assert segmentation_loss(logits, masks, hard_fraction=0.25)["loss"] > plain
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"hard_fraction must be in \(0, 1\]"):
+            segmentation_loss(logits, masks, hard_fraction=bad)
 
 
 @torch.no_grad()

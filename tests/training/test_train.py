@@ -17,7 +17,7 @@ from service.evaluation.runner import PackageRunner
 from service.models import read_state_dict
 from service.store.package import read_manifest
 from service.training.classification import ClassificationTask
-from service.training.loop import TrainConfig, train_loop
+from service.training.loop import TrainConfig, load_network_weights, train_loop
 from service.training.pipeline import TrainOptions, get_train_task, run_training
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "care_s0_official_fp16.pth.tar"
@@ -178,6 +178,56 @@ def test_init_checkpoint_loads_all_but_the_heads() -> None:
     )
     with pytest.raises(CheckpointError, match=r"does not fit"):
         ClassificationTask().build_model("care_tiny", 3, FIXTURE)
+
+
+def test_init_weights_takes_the_whole_network_of_a_run(data: Path, tmp_path: Path) -> None:
+    opts = _options(data, tmp_path, "detection", steps=2, val_split=None)
+    first = run_training(opts)
+    assert first.state_path is not None
+    trained = torch.load(first.state_path, weights_only=True)["model"]
+    task = get_train_task("detection")
+    fresh = task.build_model("care_tiny", 3, None)
+    load_network_weights(fresh, first.state_path)
+    for key, value in fresh.state_dict().items():  # heads included, unlike --init-checkpoint
+        assert torch.equal(value, trained[key]), key
+    # a fine-tuning run at another input size starts from it and records where it started
+    tuned = run_training(
+        dataclasses.replace(
+            opts,
+            input_size=(96, 96),
+            init_weights=first.state_path,
+            work_dir=tmp_path / "work-tuned",
+            name="tuned",
+        )
+    )
+    assert tuned.package is not None
+    notes = read_manifest(tuned.package).model_card.notes
+    assert notes["init_weights"] == str(first.state_path)
+    with pytest.raises(CheckpointError, match=r"do not fit this network.*shape mismatch"):
+        load_network_weights(task.build_model("care_tiny", 5, None), first.state_path)
+    with pytest.raises(CheckpointError, match=r"do not fit this network.*missing"):
+        load_network_weights(get_train_task("segmentation").build_model("care_tiny", 4, None),
+                             first.state_path)  # fmt: skip
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not torch")
+    with pytest.raises(CheckpointError, match="cannot read network weights"):
+        load_network_weights(fresh, junk)
+    with pytest.raises(ValueError, match="not both"):
+        run_training(dataclasses.replace(opts, init_weights=junk, init_checkpoint=FIXTURE))
+
+
+def test_hard_pixels_is_a_recorded_segmentation_option(data: Path, tmp_path: Path) -> None:
+    outcome = run_training(
+        _options(data, tmp_path, "segmentation", steps=2, val_split=None, hard_pixels=0.25)
+    )
+    assert outcome.package is not None and outcome.state_path is not None
+    assert read_manifest(outcome.package).model_card.notes["hard_pixels"] == 0.25
+    saved = torch.load(outcome.state_path, weights_only=True)["config"]
+    assert saved["hard_pixels"] == 0.25  # part of what --resume checks
+    with pytest.raises(ValueError, match="for segmentation only"):
+        run_training(_options(data, tmp_path, "detection", hard_pixels=0.25))
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        run_training(_options(data, tmp_path, "segmentation", hard_pixels=2.0))
 
 
 def test_cli_train_and_evaluate(
