@@ -47,6 +47,13 @@ def register(subparsers: Any) -> None:
         help="detection: also report precision, recall, F1 and duplicate_rate at these score "
         "thresholds (e.g. 0.3,0.4,0.5,0.6), as f1@0.4 ...",
     )
+    p.add_argument(
+        "--write-card",
+        action="store_true",
+        help="also write the result into the package's model card (metrics, per-bucket "
+        "figures, failure modes, what it was evaluated on), e.g. after changing its served "
+        "defaults",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -72,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.write_card and args.class_agnostic_nms is not None:
+        raise ValueError(
+            "--write-card records what the package serves: change postprocessing."
+            "class_agnostic_nms in its manifest instead of overriding it here"
+        )
     report = evaluate(
         args.package,
         args.data,
@@ -81,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         detection=DetectionOptions(args.class_agnostic_nms, args.score_thresholds),
     )
+    if args.write_card:
+        from service.training.card import write_card_evaluation
+
+        write_card_evaluation(args.package, args.task, report, args.data, args.split)
     metrics = report.metrics
     if args.json:
         document: dict[str, Any] = dict(metrics)

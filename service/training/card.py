@@ -7,12 +7,24 @@ of the package on the validation split (``service.evaluation``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from service.evaluation.buckets import weakest_buckets
 
-__all__ = ["card_evaluation_notes", "default_description", "training_domain"]
+if TYPE_CHECKING:
+    from service.evaluation.evaluate import Evaluation
+
+__all__ = [
+    "card_evaluation",
+    "card_evaluation_notes",
+    "default_description",
+    "generator_notes",
+    "training_domain",
+    "write_card_evaluation",
+]
 
 WIDE_DOMAIN = (
     "synthetic scenes of `care-serve generate --distribution wide`: one to six circles, "
@@ -81,3 +93,76 @@ def card_evaluation_notes(
     if weakest:
         notes["weakest_buckets"] = weakest
     return notes
+
+
+def generator_notes(data: Path, split: str) -> dict[str, Any]:
+    """``{"generator": ...}`` from ``DATA/generator_SPLIT.json`` when the data was generated."""
+    marker = data / f"generator_{split}.json"
+    if marker.is_file():
+        try:
+            return {"generator": json.loads(marker.read_text(encoding="utf-8"))}
+        except (OSError, ValueError):
+            return {}
+    return {}
+
+
+def card_evaluation(
+    task: str, report: Evaluation, data: Path, split: str
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """A card's ``metrics`` and the notes an evaluation writes (``evaluated_on``, buckets ...).
+
+    The detection settings the metrics were taken at (threshold, NMS) go to
+    ``evaluated_on.postprocessing``, not to the metrics.
+    """
+    metrics = dict(report.metrics)
+    settings: dict[str, float | bool] = {
+        k: metrics.pop(k) for k in ("score_threshold", "class_agnostic_nms") if k in metrics
+    }
+    if "class_agnostic_nms" in settings:
+        settings["class_agnostic_nms"] = bool(settings["class_agnostic_nms"])
+    notes: dict[str, Any] = {
+        "evaluated_on": {
+            "data": str(data),
+            "split": split,
+            "images": int(metrics.pop("images", 0)),
+            **({"postprocessing": settings} if settings else {}),
+            "path": "onnxruntime + the server's task plugin (care-serve evaluate)",
+            **generator_notes(data, split),
+        }
+    }
+    notes.update(card_evaluation_notes(task, report.buckets, report.failures))
+    return metrics, notes
+
+
+def write_card_evaluation(
+    package: Path, task: str, report: Evaluation, data: Path, split: str
+) -> None:
+    """Replace the evaluation in ``package``'s model card (metrics and evaluation notes).
+
+    For a package whose served defaults changed after training (e.g. a threshold
+    chosen on other scenes): the card then describes what the package answers.
+    Every other field of the manifest is kept; the result must validate.
+    """
+    from pydantic import ValidationError
+
+    from service.errors import ModelStoreError
+    from service.store.manifest import Manifest
+    from service.store.package import MANIFEST_FILE, read_manifest
+
+    path = package / MANIFEST_FILE
+    document = json.loads(path.read_text(encoding="utf-8"))
+    read_manifest(package)  # the package as it is must be valid
+    metrics, notes = card_evaluation(task, report, data, split)
+    card = document.setdefault("model_card", {})
+    card["metrics"] = metrics
+    old_notes = card.get("notes") or {}
+    for key in ("weakest_buckets", "buckets", "failure_modes"):
+        old_notes.pop(key, None)  # an evaluation without buckets leaves none behind
+    card["notes"] = {**old_notes, **notes}
+    try:
+        Manifest.model_validate(document)
+    except ValidationError as exc:
+        raise ModelStoreError(f"{path}: the updated card would not validate ({exc})") from exc
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import platform
 import time
@@ -13,7 +12,12 @@ from typing import Any
 
 import torch
 
-from service.training.card import card_evaluation_notes, default_description, training_domain
+from service.training.card import (
+    card_evaluation,
+    default_description,
+    generator_notes,
+    training_domain,
+)
 from service.training.loop import TrainConfig, TrainResult, load_network_weights, train_loop
 from service.training.package import export_trained, package_target, write_trained_package
 from service.training.task import TrainTask
@@ -80,16 +84,6 @@ class TrainOutcome:
     state_path: Path | None = None
 
 
-def _dataset_notes(data: Path, split: str) -> dict[str, Any]:
-    marker = data / f"generator_{split}.json"
-    if marker.is_file():
-        try:
-            return {"generator": json.loads(marker.read_text(encoding="utf-8"))}
-        except (OSError, ValueError):
-            return {}
-    return {}
-
-
 def _steps(opts: TrainOptions, num_samples: int) -> int:
     if opts.steps is not None:
         if opts.steps < 1:
@@ -138,7 +132,7 @@ def _card_notes(
         "init_weights": str(opts.init_weights) if opts.init_weights else None,
         "seed": opts.seed,
         "date": time.strftime("%Y-%m-%d"),
-        **_dataset_notes(opts.data, opts.split),
+        **generator_notes(opts.data, opts.split),
     }
 
 
@@ -226,22 +220,8 @@ def run_training(opts: TrainOptions) -> TrainOutcome:
         report = evaluate(
             package, opts.data, opts.val_split, threads=opts.threads, progress=opts.progress
         )
-        metrics = report.metrics
-        # Settings the detection metrics were taken at go to the notes, not the metrics.
-        settings: dict[str, float | bool] = {
-            k: metrics.pop(k) for k in ("score_threshold", "class_agnostic_nms") if k in metrics
-        }
-        if "class_agnostic_nms" in settings:
-            settings["class_agnostic_nms"] = bool(settings["class_agnostic_nms"])
-        notes["evaluated_on"] = {
-            "data": str(opts.data),
-            "split": opts.val_split,
-            "images": int(metrics.pop("images", 0)),
-            **({"postprocessing": settings} if settings else {}),
-            "path": "onnxruntime + the server's task plugin (care-serve evaluate)",
-            **_dataset_notes(opts.data, opts.val_split),
-        }
-        notes.update(card_evaluation_notes(opts.task, report.buckets, report.failures))
+        metrics, evaluation_notes = card_evaluation(opts.task, report, opts.data, opts.val_split)
+        notes.update(evaluation_notes)
         package = write(metrics=metrics, notes=notes)
     outcome.package, outcome.metrics = package, metrics
     return outcome

@@ -284,6 +284,31 @@ def test_cli_train_and_evaluate(
     }
 
 
+def test_evaluate_write_card_records_the_served_defaults(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outcome = run_training(_options(data, tmp_path, "detection", steps=2))
+    assert outcome.package is not None
+    path = outcome.package / "manifest.json"
+    document = json.loads(path.read_text())
+    document["postprocessing"]["score_threshold"] = 0.05  # a served default changed by hand
+    path.write_text(json.dumps(document))
+    argv = ["evaluate", "detection", "--package", str(outcome.package), "--data",
+            str(data / "detection"), "--quiet", "--json"]  # fmt: skip
+    assert main([*argv, "--write-card"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    manifest = read_manifest(outcome.package)
+    card = manifest.model_card
+    assert manifest.postprocessing["score_threshold"] == 0.05  # the rest of the manifest kept
+    assert card.notes["evaluated_on"]["postprocessing"]["score_threshold"] == 0.05
+    assert card.metrics["precision"] == pytest.approx(measured["precision"])
+    assert card.metrics["recall"] == pytest.approx(measured["recall"])
+    assert "score_threshold" not in card.metrics and card.notes["steps"] == 2
+    assert card.notes["buckets"].keys() == measured["buckets"].keys()
+    assert main([*argv, "--write-card", "--no-class-agnostic-nms"]) == 1
+    assert "change postprocessing.class_agnostic_nms in its manifest" in capsys.readouterr().err
+
+
 def test_cli_rejects_bad_arguments(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
