@@ -807,7 +807,7 @@ def test_bundled_demo_models_answer_correctly_on_fresh_scenes() -> None:
     from service.data.synthetic import CLASS_NAMES, SceneSpec, make_scene, scene_rng
 
     spec = SceneSpec(min_side=160, max_side=640)
-    det_full = boxes_found = boxes_total = cls_right = 0
+    det_full = boxes_found = boxes_total = cls_right = seg_good = 0
     confusion = np.zeros((len(CLASS_NAMES) + 1,) * 2, np.int64)  # truth x answer, 0 = background
     with serving_stack(MODEL_STORE, models=list(TRAINED)) as served:
         for index in range(E2E_SCENES):
@@ -831,16 +831,19 @@ def test_bundled_demo_models_answer_correctly_on_fresh_scenes() -> None:
             response = post(served, "/segment", data, model="shapes-segmenter", format="png")
             mask = np.asarray(decode_png(response.content))
             assert mask.shape == scene.mask.shape
+            seg_good += int(_class_miou(mask, scene.mask) >= 0.75)
             pairs = scene.mask.astype(np.int64).ravel() * len(confusion) + mask.ravel()
             confusion += np.bincount(pairs, minlength=confusion.size).reshape(confusion.shape)
     # Most scenes have every shape found, and nearly every shape is found.
     assert det_full >= 2 * E2E_SCENES // 3, f"every shape found in only {det_full} scenes"
     assert boxes_found >= 0.85 * boxes_total, f"found {boxes_found} of {boxes_total} shapes"
-    # Segmentation gets the classes right: mIoU over all pixels of the scenes (the model
-    # card's measure) at least 0.85 (the wide-trained segmenter: 0.867, its predecessor 0.876).
+    # Segmentation gets the classes right: per-scene mIoU (over the classes in either mask, so
+    # a stray region of a wrong class counts) >= 0.75 in most scenes, and mIoU over all pixels
+    # of the scenes (the model card's measure) at least 0.9.
+    assert seg_good >= 2 * E2E_SCENES // 3, f"classes segmented well in only {seg_good} scenes"
     inter = np.diag(confusion)
     miou = float(np.mean(inter / (confusion.sum(0) + confusion.sum(1) - inter)))
-    assert miou >= 0.85, f"mIoU {miou:.3f} on the classic scenes"
+    assert miou >= 0.9, f"mIoU {miou:.3f} on the classic scenes"
     assert cls_right >= E2E_SCENES - 1, f"classified {cls_right} of {E2E_SCENES} scenes"
 
 
@@ -944,6 +947,11 @@ def test_bundled_models_on_fresh_wide_scenes_find_each_shape_once() -> None:
                     )  # fmt: skip
                     mask = np.asarray(decode_png(response.content))
                     assert mask.shape == scene.mask.shape
-                    miou = _class_miou(mask, scene.mask)
-                    assert miou >= 0.9, f"large scene {i}: mIoU {miou:.3f}"
+                    present = np.unique(scene.mask)
+                    for c in present:  # the shape and the background, each at IoU >= 0.9
+                        both = np.sum((mask == c) & (scene.mask == c))
+                        iou = both / np.sum((mask == c) | (scene.mask == c))
+                        assert iou >= 0.9, f"large scene {i}: class {c} IoU {iou:.3f}"
+                    stray = np.isin(mask, present, invert=True).mean()
+                    assert stray <= 1e-3, f"large scene {i}: {stray:.2%} labelled absent classes"
     assert cls_right >= cls_total - 1, f"classified {cls_right} of {cls_total} scenes"
