@@ -79,10 +79,11 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Backend threads per model; 0 = cores / models at start-up."
     )
     onnx_allow_spinning: Literal["off", "on", "auto"] = Field(
-        default="off",
-        description="ONNX Runtime workers busy-wait between operators: off; on (can help on "
-        "dedicated cores, steals CPU from image decoding on shared ones); auto (a second, "
-        "spinning session for lone requests, used while it measures faster).",
+        default="auto",
+        description="ONNX Runtime workers busy-wait between operators: auto (a second, "
+        "spinning session of each model for lone requests, used while it measures faster; "
+        "the weights are in memory twice); off; on (can help on dedicated cores, steals CPU "
+        "from image decoding on shared ones).",
     )
     preprocess_threads: int = Field(
         default=0, ge=0, description="Threads decoding and preprocessing images; 0 = the cores."

@@ -135,7 +135,7 @@ def _jpeg() -> bytes:
 
 @pytest.fixture(scope="module")
 def answers_off() -> Iterator[list[float]]:
-    with serving_stack(models=["shapes-classifier"]) as stack:
+    with serving_stack(models=["shapes-classifier"], onnx_allow_spinning="off") as stack:
         reply = httpx.post(f"{stack.http_url}/classify?top_k=3", files={"image": _jpeg()})
         assert reply.status_code == 200, reply.text
         yield [p["probability"] for p in reply.json()["predictions"]]
