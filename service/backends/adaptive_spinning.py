@@ -40,16 +40,23 @@ class SpinChooser:
     Until each side has ``warmup`` samples the sides alternate. Then the side
     with the lower median of its last ``window`` samples wins, except that
     every ``explore_every``-th choice goes to the other side so its figure
-    stays current. Thread-safe.
+    stays current. Once chosen, a side keeps winning until the other is faster
+    by more than ``margin`` (a share of its median), so near-equal sides do not
+    flip back and forth. Thread-safe.
     """
 
-    def __init__(self, window: int = 9, warmup: int = 3, explore_every: int = 16) -> None:
+    def __init__(
+        self, window: int = 9, warmup: int = 3, explore_every: int = 16, margin: float = 0.05
+    ) -> None:
         if window < 1 or warmup < 1 or warmup > window or explore_every < 2:
             raise ValueError(
                 "need window >= warmup >= 1 and explore_every >= 2, got "
                 f"window={window}, warmup={warmup}, explore_every={explore_every}"
             )
-        self.warmup, self.explore_every = warmup, explore_every
+        if not 0.0 <= margin < 1.0:
+            raise ValueError(f"margin must be in [0, 1), got {margin}")
+        self.warmup, self.explore_every, self.margin = warmup, explore_every, margin
+        self._best: bool | None = None
         self._samples: dict[bool, deque[float]] = {
             True: deque(maxlen=window),
             False: deque(maxlen=window),
@@ -72,7 +79,12 @@ class SpinChooser:
         spin, sleep = self._samples[True], self._samples[False]
         if len(spin) < self.warmup or len(sleep) < self.warmup:
             return None
-        return statistics.median(spin) < statistics.median(sleep)
+        medians = {True: statistics.median(spin), False: statistics.median(sleep)}
+        if self._best is None:
+            self._best = medians[True] < medians[False]
+        elif medians[not self._best] < (1.0 - self.margin) * medians[self._best]:
+            self._best = not self._best
+        return self._best
 
     def choose(self) -> bool:
         """The side the next lone run should take (True = the spinning session)."""

@@ -85,11 +85,28 @@ def test_chooser_follows_the_machine_when_spinning_becomes_slow() -> None:
     assert chooser.preferred() is False
 
 
+def test_chooser_keeps_its_side_while_the_other_is_not_clearly_faster() -> None:
+    chooser = SpinChooser(window=3, warmup=3, explore_every=2, margin=0.05)
+    for seconds in (0.0100, 0.0100, 0.0100):
+        chooser.record(True, seconds)
+    for seconds in (0.0105, 0.0105, 0.0105):
+        chooser.record(False, seconds)
+    assert chooser.preferred() is True
+    for _ in range(3):  # sleeping now 2 % faster: inside the margin, no flip
+        chooser.record(False, 0.0098)
+    assert chooser.preferred() is True
+    for _ in range(3):  # 10 % faster: it wins
+        chooser.record(False, 0.0090)
+    assert chooser.preferred() is False
+
+
 def test_chooser_rejects_bad_parameters() -> None:
     with pytest.raises(ValueError, match="window >= warmup"):
         SpinChooser(window=2, warmup=3)
     with pytest.raises(ValueError, match="explore_every >= 2"):
         SpinChooser(explore_every=1)
+    with pytest.raises(ValueError, match="margin"):
+        SpinChooser(margin=1.0)
 
 
 def test_backend_spins_only_for_a_lone_batch_of_one(clock: FakeClock) -> None:
