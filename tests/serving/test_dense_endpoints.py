@@ -793,6 +793,15 @@ def _matched(gt_boxes: np.ndarray, gt_labels: list[str], body: dict[str, Any]) -
     return len(taken)
 
 
+def _assert_one_box_per_shape(gt: np.ndarray, boxes: np.ndarray, where: str) -> None:
+    """No two answered boxes on one place (IoU > 0.5), no shape covered by two (IoU >= 0.5)."""
+    if len(boxes):
+        pairs = _box_iou(boxes, boxes)[np.triu_indices(len(boxes), 1)]
+        assert not np.any(pairs > 0.5), f"{where}: two boxes on one place"
+        covering = (_box_iou(gt, boxes) >= 0.5).sum(axis=1)
+        assert covering.max() <= 1, f"{where}: a shape answered twice"
+
+
 def _class_miou(mask: np.ndarray, truth: np.ndarray) -> float:
     """Mean IoU over the classes present in either mask (background included)."""
     ious = []
@@ -871,13 +880,8 @@ def test_bundled_detector_finds_each_shape_once_at_the_served_default() -> None:
             response = post(served, "/detect", data, model="shapes-detector")
             assert response.status_code == 200, response.text
             body = response.json()
-            boxes = rest_dets(body)[0]
             gt = np.asarray([s.box for s in scene.shapes], np.float64)
-            if len(boxes):
-                pairs = _box_iou(boxes, boxes)[np.triu_indices(len(boxes), 1)]
-                assert not np.any(pairs > 0.5), f"scene {index}: two boxes on one place"
-                covering = (_box_iou(gt, boxes) >= 0.5).sum(axis=1)
-                assert covering.max() <= 1, f"scene {index}: a shape answered twice"
+            _assert_one_box_per_shape(gt, rest_dets(body)[0], f"scene {index}")
             shapes += len(gt)
             found += _matched(gt, [s.kind for s in scene.shapes], body)
     assert found >= 0.9 * shapes, f"found {found} of {shapes} shapes"
@@ -928,13 +932,8 @@ def test_bundled_models_on_fresh_wide_scenes_find_each_shape_once() -> None:
                 )  # fmt: skip
                 assert response.status_code == 200, response.text
                 body = response.json()
-                boxes = rest_dets(body)[0]
                 gt = np.asarray([s.box for s in scene.shapes], np.float64)
-                if len(boxes):
-                    pairs = _box_iou(boxes, boxes)[np.triu_indices(len(boxes), 1)]
-                    assert not np.any(pairs > 0.5), f"{case} scene {i}: two boxes on one place"
-                    covering = (_box_iou(gt, boxes) >= 0.5).sum(axis=1)
-                    assert covering.max() <= 1, f"{case} scene {i}: a shape answered twice"
+                _assert_one_box_per_shape(gt, rest_dets(body)[0], f"{case} scene {i}")
                 if case == "large":
                     found = _matched(gt, [s.kind for s in scene.shapes], body)
                     assert found == len(gt), f"large scene {i}: found {found} of {len(gt)}"
