@@ -97,10 +97,11 @@ class SpinChooser:
                 return not best
             return best
 
-    def record(self, spinning: bool, seconds: float) -> None:
-        """The wall time of a lone run on one side."""
+    def record(self, spinning: bool, seconds: float) -> bool | None:
+        """The wall time of a lone run on one side; returns ``preferred()`` after it."""
         with self._lock:
             self._samples[spinning].append(seconds)
+            return self._preferred()
 
 
 class AdaptiveSpinningBackend:
@@ -132,8 +133,7 @@ class AdaptiveSpinningBackend:
         spin = self.chooser.choose()
         started = time.perf_counter()
         out = (self._spinning if spin else self._sleeping).run(batch)
-        self.chooser.record(spin, time.perf_counter() - started)
-        preferred = self.chooser.preferred()
+        preferred = self.chooser.record(spin, time.perf_counter() - started)
         if preferred is not None and preferred != self._preferred:
             self._preferred = preferred
             log.info(

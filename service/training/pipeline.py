@@ -149,7 +149,11 @@ def run_training(opts: TrainOptions) -> TrainOutcome:
             raise ValueError("--hard-pixels is for segmentation only")
         if not 0.0 < opts.hard_pixels <= 1.0:
             raise ValueError(f"--hard-pixels must be in (0, 1], got {opts.hard_pixels}")
-        task.hard_pixels = opts.hard_pixels  # type: ignore[attr-defined]
+        task.hard_pixels = opts.hard_pixels
+    if opts.init_checkpoint and opts.init_weights:
+        raise ValueError(
+            "give --init-checkpoint (a backbone) or --init-weights (a whole network), not both"
+        )
     torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     height, width = opts.input_size
@@ -167,10 +171,6 @@ def run_training(opts: TrainOptions) -> TrainOutcome:
         crop=opts.train_crop,
         hard_pixels=opts.hard_pixels,
     )
-    if opts.init_checkpoint and opts.init_weights:
-        raise ValueError(
-            "give --init-checkpoint (a backbone) or --init-weights (a whole network), not both"
-        )
     model = task.build_model(opts.arch, cfg.num_classes, opts.init_checkpoint)
     if opts.init_weights and not opts.resume:
         load_network_weights(model, opts.init_weights)

@@ -27,8 +27,6 @@ class SegmentationTask(TrainTask):
     name = "segmentation"
     output_names = ("seg_logits",)
     preprocessing: dict[str, Any] = {"mode": "letterbox", "interpolation": "bilinear"}
-    #: Average the loss over the hardest share of the labelled pixels (None: all of them).
-    hard_pixels: float | None = None
 
     def load(
         self,

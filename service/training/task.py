@@ -34,6 +34,9 @@ class TrainTask(ABC):
     #: Dense tasks: train on random ``crop x crop`` windows of the letterboxed inputs
     #: (the networks are fully convolutional; objects keep their served pixel size).
     crop: int | None = None
+    #: Segmentation: average the loss over the hardest share of the labelled pixels
+    #: (online hard example mining); None: over all of them.
+    hard_pixels: float | None = None
 
     @abstractmethod
     def load(
