@@ -20,14 +20,14 @@ serve: $(STAMP)
 
 ## Lint, type-check and run every test.
 test: $(STAMP)
-	$(BIN)/ruff check service tests benchmarks
-	$(BIN)/ruff format --check service tests benchmarks
+	$(BIN)/ruff check care_serve tests benchmarks
+	$(BIN)/ruff format --check care_serve tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check service tests benchmarks
-	$(BIN)/ruff format --check service tests benchmarks
+	$(BIN)/ruff check care_serve tests benchmarks
+	$(BIN)/ruff format --check care_serve tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -57,7 +57,7 @@ def rss_mb(pid: int) -> float:
 
 
 def start_server(store: Path, port: int) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "service", "serve", "--model-store", str(store)]
+    cmd = [sys.executable, "-m", "care_serve", "serve", "--model-store", str(store)]
     cmd += ["--http-port", str(port), "--grpc-port", "0", "--no-grpc"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stderr is not None

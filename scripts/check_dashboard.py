@@ -28,8 +28,8 @@ from typing import Any
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2, inference_pb2_grpc
 from scripts.probe_server import http, sample_png
-from service.grpc_gen.care_serve.v1 import inference_pb2, inference_pb2_grpc
 
 
 def dashboard_queries(path: Path) -> list[tuple[str, str]]:

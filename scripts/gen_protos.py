@@ -1,12 +1,12 @@
-"""Generate the gRPC Python code from ``protos/`` into ``service/grpc_gen/``.
+"""Generate the gRPC Python code from ``protos/`` into ``care_serve/grpc_gen/``.
 
 Run ``python scripts/gen_protos.py`` (``make protos``) after editing a proto.
 The generated modules import each other as ``care_serve.v1...``; this script
-rewrites those imports to ``service.grpc_gen.care_serve.v1...`` so the
+rewrites those imports to ``care_serve.grpc_gen.care_serve.v1...`` so the
 generated package lives apart from hand-written code.
 
 The Open Inference Protocol's messages (package ``inference``) are built into a
-descriptor pool of their own (``service.grpc_gen.inference.POOL``) instead of
+descriptor pool of their own (``care_serve.grpc_gen.inference.POOL``) instead of
 protobuf's default pool: the stock Triton client registers the same message
 names in the default pool, and both must work in one process (tests, embedding).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-OUT = ROOT / "service" / "grpc_gen"
-PACKAGE = "service.grpc_gen"
+OUT = ROOT / "care_serve" / "grpc_gen"
+PACKAGE = "care_serve.grpc_gen"
 # Proto packages whose descriptors live in their own pool (see the module docstring).
 PRIVATE_POOL_PACKAGES = ("inference",)
 DEFAULT_POOL = "_descriptor_pool.Default().AddSerializedFile("

@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from service.grpc_gen.care_serve.v1 import inference_pb2, inference_pb2_grpc
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2, inference_pb2_grpc
 
 V2_DTYPES = {"FP32", "FP16", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "BOOL", "BYTES"}
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from service.server import BackgroundStack
-from service.settings import Settings
+from care_serve.server import BackgroundStack
+from care_serve.settings import Settings
 
 __all__ = ["BUNDLED_STORE", "TEST_SETTINGS", "serving_stack", "test_settings"]
 

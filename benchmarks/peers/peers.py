@@ -76,11 +76,11 @@ class Peer:
 def _care_serve(
     art: Artefacts, ports: PortAllocator, workdir: Path, jpeg: bytes, env: dict[str, str]
 ) -> Started:
-    from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
+    from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 
     http, grpc_port = ports.take(), ports.take()
     argv = [
-        sys.executable, "-m", "service", "serve", "--model-store", str(art.store),
+        sys.executable, "-m", "care_serve", "serve", "--model-store", str(art.store),
         "--models", art.model_name, "--host", "127.0.0.1", "--http-port", str(http),
         "--grpc-port", str(grpc_port), "--log-level", "warning",
     ]  # fmt: skip

@@ -2,7 +2,7 @@
 
 - care-serve: ``care-serve import`` (fused ONNX, the product path) into a store;
 - the minimal onnxruntime peer: a plain, unfused ``export_onnx(fuse=False)``;
-- the torch peers: the checkpoint itself (eager model built by ``service.models``);
+- the torch peers: the checkpoint itself (eager model built by ``care_serve.models``);
 - TorchServe: a model archive (``torch-model-archiver``) with the checkpoint, the
   handler and the package's manifest and labels.
 """
@@ -39,7 +39,7 @@ def care_serve_store(checkpoint: Path, arch: str, model_name: str, root: Path) -
     """``care-serve import`` the checkpoint into ``root/store`` (a subprocess, like a user)."""
     store = root / "store"
     cmd = [
-        sys.executable, "-m", "service", "import", str(checkpoint), "--arch", arch,
+        sys.executable, "-m", "care_serve", "import", str(checkpoint), "--arch", arch,
         "--name", model_name, "--store", str(store),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=900)
@@ -48,8 +48,8 @@ def care_serve_store(checkpoint: Path, arch: str, model_name: str, root: Path) -
 
 def plain_onnx(art: Artefacts, root: Path) -> Path:
     """A plain (unfused) ONNX export of the same model, verified against torch."""
-    from service.models import create_model
-    from service.models.export import export_onnx
+    from care_serve.models import create_model
+    from care_serve.models.export import export_onnx
 
     path = root / "plain.onnx"
     if not path.is_file():
@@ -60,7 +60,7 @@ def plain_onnx(art: Artefacts, root: Path) -> Path:
 
 
 def _input_size(art: Artefacts) -> tuple[int, int]:
-    from service.store import read_manifest
+    from care_serve.store import read_manifest
 
     manifest = read_manifest(art.package_dir)
     return manifest.input.height, manifest.input.width

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from service.loadbench import LevelResult
+from care_serve.loadbench import LevelResult
 
 __all__ = ["LevelStats", "PeerRun", "load_runs", "save_runs"]
 

@@ -13,7 +13,7 @@ import torch
 from fastapi import Body, FastAPI
 
 from benchmarks.peers.common import Package, top5
-from service.models import create_model
+from care_serve.models import create_model
 
 package = Package(os.environ["PEER_PACKAGE"])
 model = create_model(os.environ.get("PEER_ARCH", "care_s0"), os.environ["PEER_CHECKPOINT"])

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from benchmarks.peers.common import Package, top5
-from service.models import create_model
+from care_serve.models import create_model
 
 _state: dict[str, Any] = {}
 

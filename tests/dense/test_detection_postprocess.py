@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.errors import InvalidInput
-from service.postprocess.detection import (
+from care_serve.errors import InvalidInput
+from care_serve.postprocess.detection import (
     DETECTION_STRIDES,
     batched_nms,
     box_iou,
@@ -15,7 +15,7 @@ from service.postprocess.detection import (
     nms,
     postprocess_detections,
 )
-from service.postprocess.geometry import make_letterbox_meta
+from care_serve.postprocess.geometry import make_letterbox_meta
 
 
 def _iou_loop(a: np.ndarray, b: np.ndarray) -> float:

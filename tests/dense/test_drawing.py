@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.postprocess.drawing import (
+from care_serve.postprocess.drawing import (
     MAX_LEGEND_ENTRIES,
     LegendEntry,
     detection_palette,
@@ -14,7 +14,7 @@ from service.postprocess.drawing import (
     text_colour,
     with_legend,
 )
-from service.postprocess.segmentation import legend_entries, make_palette
+from care_serve.postprocess.segmentation import legend_entries, make_palette
 
 GREY = (90, 90, 90)
 RED = (200, 0, 0)

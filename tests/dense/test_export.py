@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from service.models.detection import DETECTION_OUTPUT_NAMES, CAREDetector
-from service.models.export import export_onnx
-from service.models.segmentation import SEGMENTATION_OUTPUT_NAMES, CARESegmenter
-from service.postprocess.detection import postprocess_detections
-from service.postprocess.geometry import preprocess
-from service.postprocess.segmentation import logits_to_mask
-from service.runtime.onnx_session import create_onnx_session
+from care_serve.models.detection import DETECTION_OUTPUT_NAMES, CAREDetector
+from care_serve.models.export import export_onnx
+from care_serve.models.segmentation import SEGMENTATION_OUTPUT_NAMES, CARESegmenter
+from care_serve.postprocess.detection import postprocess_detections
+from care_serve.postprocess.geometry import preprocess
+from care_serve.postprocess.segmentation import logits_to_mask
+from care_serve.runtime.onnx_session import create_onnx_session
 from tests.conftest import rel_error
 from tests.dense.test_models import randomise_batchnorms
 

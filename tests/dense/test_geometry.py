@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import InvalidInput
-from service.postprocess.geometry import (
+from care_serve.errors import InvalidInput
+from care_serve.postprocess.geometry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     dynamic_input_size,

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from service.errors import CheckpointError
-from service.models.detection import CAREDetector, assign_targets, make_points_torch
-from service.models.fuse import fuse_model
-from service.models.segmentation import IGNORE_INDEX, CARESegmenter, segmentation_loss
-from service.postprocess.detection import make_points
+from care_serve.errors import CheckpointError
+from care_serve.models.detection import CAREDetector, assign_targets, make_points_torch
+from care_serve.models.fuse import fuse_model
+from care_serve.models.segmentation import IGNORE_INDEX, CARESegmenter, segmentation_loss
+from care_serve.postprocess.detection import make_points
 from tests.conftest import FIXTURES, rel_error
 
 SIZES = [(1, 64, 64), (2, 96, 160), (1, 224, 128)]

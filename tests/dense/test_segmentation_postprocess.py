@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.postprocess.geometry import LetterboxMeta, letterbox_mask, make_letterbox_meta
-from service.postprocess.segmentation import (
+from care_serve.postprocess.geometry import LetterboxMeta, letterbox_mask, make_letterbox_meta
+from care_serve.postprocess.segmentation import (
     class_shares,
     colorize,
     logits_to_mask,

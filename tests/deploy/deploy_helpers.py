@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from service.settings import Settings
+from care_serve.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -33,7 +33,7 @@ def manifests() -> dict[str, dict[str, Any]]:
 
 
 def unknown_settings(names: list[str]) -> list[str]:
-    """The CARE_SERVE_* names that are not a field of service.settings.Settings."""
+    """The CARE_SERVE_* names that are not a field of care_serve.settings.Settings."""
     fields = set(Settings.model_fields)
     return [
         name

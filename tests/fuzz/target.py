@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.errors import InvalidInput
-from service.imaging import configure_pillow, decode_image
+from care_serve.errors import InvalidInput
+from care_serve.imaging import configure_pillow, decode_image
 
 __all__ = ["LIMITS", "REGRESSIONS", "check_decode", "seed_files"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.bench.model_bench import RUNNER_TITLES
-from service.cli import main
+from care_serve.bench.model_bench import RUNNER_TITLES
+from care_serve.cli import main
 
 
 def test_bench_prints_one_table(capsys: pytest.CaptureFixture[str]) -> None:

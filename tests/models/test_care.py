@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.models import CARE, create_model, get_config, list_models
+from care_serve.models import CARE, create_model, get_config, list_models
 from tests.conftest import FIXTURES, rel_error
 
 OFFICIAL_NAMES = {"care_s0": "CARETrans_S0", "care_s1": "CARETrans_S1", "care_s2": "CARETrans_S2"}
@@ -117,7 +117,7 @@ def test_feature_info_describes_the_stage_outputs() -> None:
 
 
 def test_imagenet_checkpoint_loads_into_a_backbone(official_s0_path, s0: CARE) -> None:
-    from service.models import load_checkpoint
+    from care_serve.models import load_checkpoint
 
     backbone = create_model("care_s0", num_classes=0, distillation=False)
     load_checkpoint(backbone, official_s0_path, ignore=("head.", "dist_head."))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.errors import CheckpointError
-from service.models import create_model, read_state_dict
+from care_serve.errors import CheckpointError
+from care_serve.models import create_model, read_state_dict
 from tests.conftest import rel_error
 
 

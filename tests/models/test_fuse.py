@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from service.models import CARE, create_model
-from service.models.care import CAREBlock, ClassifierHead
-from service.models.fuse import FusedCAREBlock, FusedHead, fuse_model
+from care_serve.models import CARE, create_model
+from care_serve.models.care import CAREBlock, ClassifierHead
+from care_serve.models.fuse import FusedCAREBlock, FusedHead, fuse_model
 from tests.conftest import FIXTURES, rel_error
 
 TOL = 1e-5

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.cli import main
-from service.models import create_model
-from service.models.complexity import count_macs, count_params
+from care_serve.cli import main
+from care_serve.models import create_model
+from care_serve.models.complexity import count_macs, count_params
 from tests.conftest import FIXTURES
 
 OFFICIAL = {"care_s0": "CARETrans_S0", "care_s1": "CARETrans_S1", "care_s2": "CARETrans_S2"}

@@ -10,10 +10,10 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from service.commands.import_model import export_to_onnx
-from service.models import create_model
-from service.server import BackgroundStack
-from service.store import write_package
+from care_serve.commands.import_model import export_to_onnx
+from care_serve.models import create_model
+from care_serve.server import BackgroundStack
+from care_serve.store import write_package
 from tests.serving.serving_helpers import LABELS, NUM_CLASSES, SIZE, make_manifest
 from tests.stacks import test_settings
 
@@ -21,7 +21,7 @@ from tests.stacks import test_settings
 def _export(model: Any, path: Path) -> None:
     """Fused export without the exporter's own parity run (the tests compare to torch)."""
     try:
-        from service.models.export import export_onnx
+        from care_serve.models.export import export_onnx
     except ImportError:  # pragma: no cover - before the export module existed
         export_to_onnx(model, path, (SIZE, SIZE))
         return

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from service.store import BatchingConfig, InputSpec, Manifest
+from care_serve.store import BatchingConfig, InputSpec, Manifest
 
 SIZE = 64
 NUM_CLASSES = 5

@@ -17,11 +17,11 @@ import grpc
 import httpx
 import pytest
 
-from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
-from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from service.log_config import configure_logging
-from service.server import BackgroundStack
-from service.settings import Settings
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from care_serve.log_config import configure_logging
+from care_serve.server import BackgroundStack
+from care_serve.settings import Settings
 from tests.serving.serving_helpers import jpeg_bytes
 
 ACCESS = "care_serve.access"
@@ -138,7 +138,7 @@ class _Stream:
 
 def test_serve_prints_access_lines(store: Path) -> None:
     env = {**os.environ, "CARE_SERVE_LOG_FORMAT": "json"}
-    command = [sys.executable, "-m", "service", "serve", "--model-store", str(store)]
+    command = [sys.executable, "-m", "care_serve", "serve", "--model-store", str(store)]
     proc = subprocess.Popen(
         [*command, "--http-port", "0", "--grpc-port", "0", "--warmup-runs", "0"],
         stderr=subprocess.PIPE,

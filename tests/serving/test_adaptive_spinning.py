@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from service.backends import adaptive_spinning
-from service.backends.adaptive_spinning import AdaptiveSpinningBackend, SpinChooser
-from service.settings import Settings
+from care_serve.backends import adaptive_spinning
+from care_serve.backends.adaptive_spinning import AdaptiveSpinningBackend, SpinChooser
+from care_serve.settings import Settings
 from tests.conftest import rel_error
 from tests.stacks import serving_stack
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.batching import DynamicBatcher
-from service.errors import DeadlineExceeded, InferenceError, ServerBusy
-from service.store import BatchingConfig
+from care_serve.batching import DynamicBatcher
+from care_serve.errors import DeadlineExceeded, InferenceError, ServerBusy
+from care_serve.store import BatchingConfig
 
 
 class FakeBackend:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from service.cli import build_parser, main
-from service.commands.bench_load import first_classification_model, print_report
-from service.loadbench import EngineResult, LevelResult
-from service.store import write_package
+from care_serve.cli import build_parser, main
+from care_serve.commands.bench_load import first_classification_model, print_report
+from care_serve.loadbench import EngineResult, LevelResult
+from care_serve.store import write_package
 from tests.serving.serving_helpers import LABELS, make_manifest
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -27,12 +27,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
-from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from service.imaging import decode_image
-from service.server import BackgroundStack
-from service.store import BatchingConfig, read_manifest, write_package
-from service.tasks.preprocess import preprocess_image
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from care_serve.imaging import decode_image
+from care_serve.server import BackgroundStack
+from care_serve.store import BatchingConfig, read_manifest, write_package
+from care_serve.tasks.preprocess import preprocess_image
 from tests.conftest import rel_error
 from tests.serving.serving_helpers import LABELS, jpeg_bytes, make_manifest, png_bytes
 from tests.stacks import serving_stack
@@ -316,7 +316,7 @@ def test_shutdown_answers_what_did_not_finish_with_503_within_the_grace_period(
 def test_sigterm_drains_and_exits_within_the_grace_period(store: Path) -> None:
     """16 slow requests in flight (big images queue in the one-thread large pool), 1 s grace."""
     env = {**os.environ, "CARE_SERVE_GRACEFUL_SHUTDOWN_S": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "service", "serve", "--model-store", str(store)]
+    cmd = [sys.executable, "-m", "care_serve", "serve", "--model-store", str(store)]
     cmd += ["--http-port", "0", "--grpc-port", "0", "--intra-op-threads", "1"]
     cmd += ["--large-image-pixels", "10000"]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)

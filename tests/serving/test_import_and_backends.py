@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from service.backends import load_backend
-from service.cli import main
-from service.commands.import_model import imagenet_labels, sha256_file
-from service.store import ModelRepository, read_labels, write_package
+from care_serve.backends import load_backend
+from care_serve.cli import main
+from care_serve.commands.import_model import imagenet_labels, sha256_file
+from care_serve.store import ModelRepository, read_labels, write_package
 from tests.conftest import rel_error
 from tests.serving.serving_helpers import LABELS, make_manifest
 

@@ -9,10 +9,10 @@ from typing import Any
 import grpc
 import httpx
 
-from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
-from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from service.redaction import redact_paths
-from service.store import write_package
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from care_serve.redaction import redact_paths
+from care_serve.store import write_package
 from tests.serving.serving_helpers import LABELS, make_manifest
 
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from service import loadbench as lb
-from service.commands.bench_load import print_report
-from service.settings import cpu_count
+from care_serve import loadbench as lb
+from care_serve.commands.bench_load import print_report
+from care_serve.settings import cpu_count
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")

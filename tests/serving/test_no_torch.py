@@ -14,9 +14,9 @@ SCRIPT = """
 import sys
 sys.modules["torch"] = None  # any "import torch" now raises ImportError
 import httpx
-from service.cli import build_parser
-from service.server import BackgroundStack
-from service.settings import Settings
+from care_serve.cli import build_parser
+from care_serve.server import BackgroundStack
+from care_serve.settings import Settings
 
 build_parser()  # every subcommand module must import without torch
 settings = Settings(model_store=sys.argv[1], http_port=0, grpc_port=0, intra_op_threads=1,

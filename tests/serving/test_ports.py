@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.errors import PortInUse
-from service.manager import ModelManager
-from service.server import ServingStack
-from service.settings import Settings
+from care_serve.errors import PortInUse
+from care_serve.manager import ModelManager
+from care_serve.server import ServingStack
+from care_serve.settings import Settings
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_two_servers_never_share_a_grpc_port(
 
 def test_serve_command_says_one_line_and_exits_non_zero(store: Path, busy_port: int) -> None:
     env = {**os.environ, "CARE_SERVE_GRPC_PORT": "0"}
-    command = [sys.executable, "-m", "service", "serve", "--model-store", str(store)]
+    command = [sys.executable, "-m", "care_serve", "serve", "--model-store", str(store)]
     done = subprocess.run(
         [*command, "--http-port", str(busy_port)],
         capture_output=True,

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.backends import load_backend
-from service.cli import main
-from service.commands.import_model import imagenet_labels, sha256_file
-from service.commands.pull import HUB_REPO, OFFICIAL_WEIGHTS
-from service.store import ModelRepository, read_labels
+from care_serve.backends import load_backend
+from care_serve.cli import main
+from care_serve.commands.import_model import imagenet_labels, sha256_file
+from care_serve.commands.pull import HUB_REPO, OFFICIAL_WEIGHTS
+from care_serve.store import ModelRepository, read_labels
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "care_s0_official_fp16.pth.tar"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

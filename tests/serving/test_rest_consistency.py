@@ -10,11 +10,11 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
-from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from service.server import BackgroundStack
-from service.settings import Settings
-from service.store.manifest import NAME_PATTERN
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from care_serve.server import BackgroundStack
+from care_serve.settings import Settings
+from care_serve.store.manifest import NAME_PATTERN
 from tests.serving.serving_helpers import jpeg_bytes
 
 MAX_BYTES = 300_000

@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.server import BackgroundStack
-from service.settings import Settings
+from care_serve.server import BackgroundStack
+from care_serve.settings import Settings
 
 BUNDLED_STORE = Path(__file__).resolve().parents[2] / "model_store"
 MAX_EXAMPLES = 12

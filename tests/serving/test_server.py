@@ -17,13 +17,13 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
-from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from service.imaging import decode_image
-from service.server import BackgroundStack
-from service.store import BatchingConfig, write_package
-from service.tasks.classification import softmax
-from service.tasks.preprocess import preprocess_image
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from care_serve.imaging import decode_image
+from care_serve.server import BackgroundStack
+from care_serve.store import BatchingConfig, write_package
+from care_serve.tasks.classification import softmax
+from care_serve.tasks.preprocess import preprocess_image
 from tests.conftest import rel_error
 from tests.serving.serving_helpers import LABELS, jpeg_bytes, make_manifest, png_bytes
 
@@ -358,7 +358,7 @@ def test_http_socket_is_tcp_so_responses_are_not_delayed() -> None:
     ACK cost ~40 ms per REST response before this was fixed)."""
     import socket
 
-    from service.server import _bind
+    from care_serve.server import _bind
 
     sock = _bind("127.0.0.1", 0)
     try:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
-from service.loadbench import list_models
-from service.server import BackgroundStack
-from service.soak import make_payloads, run_soak, served_models
+from care_serve.cli import main
+from care_serve.loadbench import list_models
+from care_serve.server import BackgroundStack
+from care_serve.soak import make_payloads, run_soak, served_models
 from tests.stacks import serving_stack
 
 BUNDLED_STORE = Path(__file__).resolve().parents[2] / "model_store"

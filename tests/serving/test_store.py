@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from service.errors import InvalidInput, ModelStoreError, NotFound
-from service.store import ModelRepository, StoreConfig, read_labels, read_manifest, write_package
+from care_serve.errors import InvalidInput, ModelStoreError, NotFound
+from care_serve.store import ModelRepository, StoreConfig, read_labels, read_manifest, write_package
 from tests.serving.serving_helpers import LABELS, make_manifest
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import grpc
 import httpx
 
-from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
-from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from service.store import write_package
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from care_serve.store import write_package
 from tests.serving.serving_helpers import LABELS, jpeg_bytes, make_manifest
 
 POLL_S = 0.1

@@ -10,9 +10,9 @@ import grpc
 import httpx
 import pytest
 
-from service.grpc_gen.care_serve.v1 import inference_pb2 as pb
-from service.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from service.store import VersionPolicy, write_package
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
+from care_serve.store import VersionPolicy, write_package
 from tests.serving.serving_helpers import LABELS, jpeg_bytes, make_manifest
 
 AUTH = {"Authorization": "Bearer s3cret"}

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from service.cli import main
-from service.data.synthetic import generate_dataset
-from service.errors import CheckpointError
-from service.evaluation.runner import PackageRunner
-from service.models import read_state_dict
-from service.store.package import read_manifest
-from service.training.classification import ClassificationTask
-from service.training.loop import TrainConfig, load_network_weights, train_loop
-from service.training.pipeline import TrainOptions, get_train_task, run_training
+from care_serve.cli import main
+from care_serve.data.synthetic import generate_dataset
+from care_serve.errors import CheckpointError
+from care_serve.evaluation.runner import PackageRunner
+from care_serve.models import read_state_dict
+from care_serve.store.package import read_manifest
+from care_serve.training.classification import ClassificationTask
+from care_serve.training.loop import TrainConfig, load_network_weights, train_loop
+from care_serve.training.pipeline import TrainOptions, get_train_task, run_training
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "care_s0_official_fp16.pth.tar"
 SIZE = (64, 64)
@@ -52,7 +52,7 @@ def _options(data: Path, tmp_path: Path, task: str, **kw: object) -> TrainOption
         batch_size=4,
         work_dir=tmp_path / f"work-{task}",
         progress=False,
-        command=f"python -m service train {task} ...",
+        command=f"python -m care_serve train {task} ...",
     )
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 

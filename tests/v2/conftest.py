@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.server import BackgroundStack
-from service.settings import Settings
+from care_serve.server import BackgroundStack
+from care_serve.settings import Settings
 from tests.stacks import test_settings
 
 MODEL_STORE = Path(__file__).resolve().parents[2] / "model_store"

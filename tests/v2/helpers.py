@@ -10,9 +10,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from service.data.synthetic import SceneSpec, make_scene, scene_rng
-from service.imaging import decode_image
-from service.server import BackgroundStack
+from care_serve.data.synthetic import SceneSpec, make_scene, scene_rng
+from care_serve.imaging import decode_image
+from care_serve.server import BackgroundStack
 
 ROUTES = {"classification": "/classify", "detection": "/detect", "segmentation": "/segment"}
 

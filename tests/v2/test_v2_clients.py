@@ -18,7 +18,7 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
-from service.server import BackgroundStack
+from care_serve.server import BackgroundStack
 from tests.v2.conftest import MODELS
 from tests.v2.helpers import own_api, preprocessed, probabilities, rel, rgb, scene_png
 

@@ -14,7 +14,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as tpb
 from tritonclient.grpc import service_pb2_grpc as tpb_grpc
 
-from service.errors import (
+from care_serve.errors import (
     CareServeError,
     DeadlineExceeded,
     InvalidInput,
@@ -22,9 +22,9 @@ from service.errors import (
     NotFound,
     ServerBusy,
 )
-from service.server import BackgroundStack
-from service.v2 import grpc_servicer as v2_grpc
-from service.v2 import rest as v2_rest
+from care_serve.server import BackgroundStack
+from care_serve.v2 import grpc_servicer as v2_grpc
+from care_serve.v2 import rest as v2_rest
 from tests.v2.conftest import MODELS
 from tests.v2.helpers import own_api, rgb, scene_png
 

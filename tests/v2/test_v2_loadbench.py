@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from service import loadbench as lb
-from service.server import BackgroundStack
+from care_serve import loadbench as lb
+from care_serve.server import BackgroundStack
 from tests.v2.conftest import MODELS
 
 

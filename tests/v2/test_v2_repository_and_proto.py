@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry
 from tritonclient.grpc import service_pb2 as triton_pb
 from tritonclient.utils import InferenceServerException
 
-from service.grpc_gen.inference import grpc_service_pb2 as ours
-from service.server import BackgroundStack
+from care_serve.grpc_gen.inference import grpc_service_pb2 as ours
+from care_serve.server import BackgroundStack
 from tests.v2.conftest import stack_settings
 
 TOKEN = "s3cret"

@@ -20,9 +20,9 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
-from service.postprocess.drawing import detection_palette
-from service.postprocess.segmentation import make_palette
-from service.server import BackgroundStack
+from care_serve.postprocess.drawing import detection_palette
+from care_serve.postprocess.segmentation import make_palette
+from care_serve.server import BackgroundStack
 from tests.stacks import serving_stack
 from tests.web.browser import ENDPOINTS, PHONE, RequestLog, launch, scene_png
 

@@ -1,0 +1,158 @@
+"""``care-serve pull``: the authors' ImageNet checkpoints by name, from the Hugging Face Hub.
+
+The file is fetched with ``huggingface_hub.hf_hub_download`` (progress bar, a
+lost connection resumed with a Range request, kept in the Hugging Face cache;
+``--offline`` / ``HF_HUB_OFFLINE=1`` uses only that cache) and then imported
+exactly as ``care-serve import`` does: strict loading (a file of another
+architecture is refused with the loader's key-level message), fused ONNX with
+the parity check, ImageNet labels, and a model card with the file's sha256,
+the hub revision and the paper's accuracy. ``HF_ENDPOINT`` points the download
+at another hub (the tests use a fake one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from care_serve.commands.sizes import add_input_size_option
+
+HUB_REPO = "YuanZ1995/CARE-Transformer"
+PAPER = (
+    "Zhou et al., CARE Transformer: Mobile-Friendly Linear Visual Transformer via Decoupled "
+    "Dual Interaction, CVPR 2025, arXiv:2411.16170"
+)
+
+
+@dataclass(frozen=True)
+class OfficialWeights:
+    """One released ImageNet-1k checkpoint and the paper's figures for it."""
+
+    filename: str  # file name inside HUB_REPO (override with --filename)
+    top1: float  # ImageNet-1k top-1 accuracy (%) reported in the paper
+    gmacs: float  # GMACs at 224x224 reported in the paper
+
+
+# The one table of official weights: variant -> file in the hub repo and the paper's numbers.
+# The file names follow the authors' release (CARETrans_S0.pth.tar, ...); they were not
+# checked against the hub (no internet where this was written): use --filename if they differ.
+OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
+    "care_s0": OfficialWeights("CARETrans_S0.pth.tar", top1=78.4, gmacs=0.7),
+    "care_s1": OfficialWeights("CARETrans_S1.pth.tar", top1=80.1, gmacs=1.0),
+    "care_s2": OfficialWeights("CARETrans_S2.pth.tar", top1=82.1, gmacs=1.9),
+}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``pull`` subcommand."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "pull",
+        help="download an official ImageNet checkpoint from the Hugging Face Hub and import it",
+        description=f"Download the authors' ImageNet-1k checkpoint of VARIANT from the Hugging "
+        f"Face Hub ({HUB_REPO}) into the Hugging Face cache and import it into the model store "
+        "as `care-serve import` does (strict loading, fused ONNX, ImageNet labels, a model "
+        "card with the sha256 and the paper's accuracy).",
+    )
+    parser.add_argument("variant", metavar="VARIANT", help=", ".join(OFFICIAL_WEIGHTS))
+    parser.add_argument("--revision", default=None, help="hub branch, tag or commit (default main)")
+    parser.add_argument("--filename", default=None, help="file in the hub repo (default: table)")
+    parser.add_argument(
+        "--model-store",
+        dest="store",
+        default="model_store",
+        help="model store (default model_store)",
+    )
+    parser.add_argument("--name", default=None, help="model name (default: care-s0, ...)")
+    parser.add_argument("--version", type=int, default=1, help="package version (default 1)")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="use only the Hugging Face cache, never the network (as HF_HUB_OFFLINE=1)",
+    )
+    parser.add_argument("--format", choices=("onnx", "pytorch"), default="onnx")
+    add_input_size_option(parser, "224", "network input of the package")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    parser.set_defaults(handler=run)
+
+
+def official_weights(variant: str) -> OfficialWeights:
+    """The table row of ``variant``; ``ValueError`` naming the known variants otherwise."""
+    try:
+        return OFFICIAL_WEIGHTS[variant]
+    except KeyError:
+        raise ValueError(
+            f"no official weights for {variant!r}; pull knows {', '.join(OFFICIAL_WEIGHTS)} "
+            "(other checkpoints: care-serve import FILE --arch ...)"
+        ) from None
+
+
+def download(filename: str, revision: str | None, offline: bool) -> Path:
+    """``filename`` of ``HUB_REPO`` in the local cache (downloaded unless offline)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = offline or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    where = f"{HUB_REPO}/{filename} at revision {revision or 'main'}"
+    try:
+        return Path(
+            hf_hub_download(HUB_REPO, filename, revision=revision, local_files_only=offline)
+        )
+    except LocalEntryNotFoundError as exc:
+        if offline:
+            raise ValueError(
+                f"{where} is not in the Hugging Face cache and --offline / HF_HUB_OFFLINE=1 "
+                "forbids downloading it; pull once with network access (same --revision)"
+            ) from exc
+        raise ValueError(f"cannot reach the hub for {where}: {exc}") from exc
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 404:
+            raise ValueError(
+                f"the hub has no {where} (HTTP 404); check --revision, or name the file "
+                "with --filename"
+            ) from exc
+        raise ValueError(f"downloading {where} failed: {exc}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    """Download (or take from the cache) and import; prints where the package went."""
+    from huggingface_hub import hf_hub_url
+
+    from care_serve.commands.import_model import import_checkpoint
+
+    weights = official_weights(args.variant)
+    filename = args.filename or weights.filename
+    path = download(filename, args.revision, args.offline)
+    commit = path.parent.name  # the cache keeps files under snapshots/<commit>/
+    print(f"checkpoint {path}", flush=True)
+    imported = argparse.Namespace(
+        checkpoint=str(path),
+        arch=args.variant,
+        name=args.name or args.variant.replace("_", "-"),
+        version=args.version,
+        labels="imagenet",
+        store=args.store,
+        format=args.format,
+        input_size=args.input_size,
+        description=f"{args.variant} ImageNet-1k classifier, the authors' official checkpoint "
+        f"({PAPER}).",
+        license="",
+        no_ema=False,
+        overwrite=args.overwrite,
+    )
+    return import_checkpoint(
+        imported,
+        source=hf_hub_url(HUB_REPO, filename, revision=commit),
+        metrics={"imagenet_top1_paper": weights.top1, "gmacs_paper": weights.gmacs},
+        card_notes={
+            "paper": PAPER,
+            "paper_imagenet_top1_percent": weights.top1,
+            "paper_gmacs": weights.gmacs,
+            "hub_repo": HUB_REPO,
+            "hub_revision": args.revision or "main",
+            "hub_commit": commit,
+        },
+    )

@@ -1,0 +1,1 @@
+"""Data helpers: the synthetic-scene generator (``care_serve.data.synthetic``)."""

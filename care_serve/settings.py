@@ -1,0 +1,213 @@
+"""Server settings: one object, every field an environment variable ``CARE_SERVE_<FIELD>``.
+
+Command-line options of ``care-serve serve`` override the environment, which
+overrides the defaults declared here. Thread rule: each loaded model runs its
+backend with ``intra_op_threads`` threads (0 = the CPU cores divided by the
+number of models loaded at start-up, at least 1) and one inter-op thread; a
+core budget shared by all models (``care_serve.core_budget``) lets batches run
+only while their threads fit in the cores, so they never oversubscribe them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "cpu_count", "default_model_store"]
+
+
+def default_model_store() -> Path:
+    """The bundled ``model_store/`` beside ``service/`` in a checkout, else ``./model_store``."""
+    bundled = Path(__file__).resolve().parent.parent / "model_store"
+    return bundled if bundled.is_dir() else Path("model_store")
+
+
+def cpu_count() -> int:
+    """CPU cores this process may use (honours affinity masks, e.g. containers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure; documented in ``docs/serving.md``."""
+
+    model_config = SettingsConfigDict(env_prefix="CARE_SERVE_", extra="forbid")
+
+    # --- where and what to serve ---------------------------------------------------------
+    model_store: Path = Field(
+        default_factory=default_model_store, description="The model store directory."
+    )
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"],
+        description="Models to load at start-up (comma-separated; '*' = every model in the "
+        "store, newest version; 'name:version' pins a version; empty = none).",
+    )
+    model_control: Literal["explicit", "poll"] = Field(
+        default="explicit",
+        description="explicit = load/unload through the API (admin token); poll = watch the "
+        "store: load new versions and models, reload changed ones, unload removed ones, every "
+        "repository_poll_s (the load/unload API then answers 409).",
+    )
+    repository_poll_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often the watched store is scanned (model_control poll).",
+    )
+    backend: Literal["auto", "onnx", "pytorch"] = Field(
+        default="auto", description="auto = the format in each manifest; onnx/pytorch force one."
+    )
+
+    # --- network -------------------------------------------------------------------------
+    host: str = Field(
+        default="127.0.0.1", description="Interface for REST and gRPC (0.0.0.0 = all)."
+    )
+    http_port: int = Field(default=8000, ge=0, le=65535, description="REST port (0 = a free port).")
+    grpc_port: int = Field(
+        default=50051, ge=0, le=65535, description="gRPC port (0 = a free port)."
+    )
+    enable_grpc: bool = Field(default=True, description="Start the gRPC server.")
+    enable_docs: bool = Field(default=True, description="Serve the OpenAPI docs at /docs.")
+
+    # --- threads -------------------------------------------------------------------------
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="Backend threads per model; 0 = cores / models at start-up."
+    )
+    onnx_allow_spinning: Literal["off", "on", "auto"] = Field(
+        default="auto",
+        description="ONNX Runtime workers busy-wait between operators: auto (a second, "
+        "spinning session of each model for lone requests, used while it measures faster; "
+        "the weights are in memory twice); off; on (can help on dedicated cores, steals CPU "
+        "from image decoding on shared ones).",
+    )
+    preprocess_threads: int = Field(
+        default=0, ge=0, description="Threads decoding and preprocessing images; 0 = the cores."
+    )
+    large_image_pixels: int = Field(
+        default=4_194_304,
+        ge=1,
+        description="Images with more pixels are decoded and post-processed in a pool of their "
+        "own with one thread, so they never hold the workers small images need.",
+    )
+
+    # --- requests ------------------------------------------------------------------------
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Default deadline of a request (queue + compute)."
+    )
+    max_image_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest accepted encoded image (bytes)."
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1, description="Largest accepted image width x height (bomb guard)."
+    )
+    allowed_image_formats: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"],
+        description="Pillow formats accepted (comma-separated).",
+    )
+    reduced_decode: bool = Field(
+        default=True,
+        description="Decode JPEGs much larger than a classifier needs at 1/2, 1/4 or 1/8 scale "
+        "(the codec's DCT scaling, never below the size the model's resize needs); off = always "
+        "full resolution, identical to offline preprocessing.",
+    )
+    max_output_pixels: int = Field(
+        default=4_194_304,
+        ge=1,
+        description="Largest segmentation mask or overlay returned (width x height); larger "
+        "images get a mask of the same aspect ratio within this size.",
+    )
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Largest v2 inference request (REST body or gRPC message), all images.",
+    )
+    max_top_k: int = Field(default=100, ge=1, description="Largest top_k a client may ask for.")
+
+    # --- lifecycle -----------------------------------------------------------------------
+    admin_token: SecretStr | None = Field(
+        default=None, description="If set, load/unload need 'Authorization: Bearer <token>'."
+    )
+    warmup_runs: int = Field(
+        default=2, ge=0, description="Warm-up batches run before a model is ready."
+    )
+    graceful_shutdown_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="On SIGTERM: how long in-flight requests may take to finish; the rest are "
+        "answered 503 / UNAVAILABLE and the process exits within this plus one second.",
+    )
+    strict_readiness: bool = Field(
+        default=True,
+        description="Ready only while every model that should serve is serving (Triton's "
+        "strict readiness); off = ready once start-up loading has finished.",
+    )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long an unload/reload waits for the old model's requests.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the server."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text or as one JSON object per line."
+    )
+    access_log: bool = Field(
+        default=True,
+        description="One line per request (logger care_serve.access): request id, method and "
+        "path or RPC, model, version, protocol, status, latency.",
+    )
+
+    @field_validator("models", "allowed_image_formats", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("onnx_allow_spinning", mode="before")
+    @classmethod
+    def _spinning_from_bool(cls, value: object) -> object:
+        """The former boolean spellings (``1``/``true``/``0``/``false``) still work."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            return {
+                "1": "on",
+                "true": "on",
+                "yes": "on",
+                "0": "off",
+                "false": "off",
+                "no": "off",
+            }.get(lowered, lowered)
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _non_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "admin_token is empty: give a token, or unset CARE_SERVE_ADMIN_TOKEN "
+                "to leave load/unload open"
+            )
+        return value
+
+    @field_validator("allowed_image_formats")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [v.upper() for v in value]
+
+    def threads_per_model(self, n_models: int) -> int:
+        """Intra-op threads for each model when ``n_models`` are loaded (the thread rule)."""
+        if self.intra_op_threads:
+            return self.intra_op_threads
+        return max(1, cpu_count() // max(1, n_models))
+
+    def preprocess_workers(self) -> int:
+        return self.preprocess_threads or cpu_count()

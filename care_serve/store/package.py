@@ -1,0 +1,153 @@
+"""Reading and writing one model package directory.
+
+``write_package`` is the one way code creates packages (``care-serve import``,
+the training pipeline): it validates the manifest, copies the weights, writes
+labels and the manifest into a temporary directory and renames it into place,
+so a reader never sees a half-written package. Packages are readable by every
+user the umask allows (directories 0755 and files 0644 under the usual 022), so a
+server running as another uid (the container's 10001) can read them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from care_serve.errors import ModelStoreError
+from care_serve.store.manifest import LABELS_FILE, MANIFEST_FILE, Manifest
+
+__all__ = ["package_path", "read_labels", "read_manifest", "write_package"]
+
+
+def package_path(store: str | os.PathLike[str], name: str, version: int) -> Path:
+    """``<store>/<name>/<version>`` (name and version are validated by ``Manifest``)."""
+    return Path(store) / name / str(version)
+
+
+def _format_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "manifest"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def read_manifest(package_dir: str | os.PathLike[str]) -> Manifest:
+    """Parse and validate ``<package_dir>/manifest.json``; ``ModelStoreError`` if invalid."""
+    path = Path(package_dir) / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelStoreError(f"{path}: no {MANIFEST_FILE} in the package directory") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelStoreError(f"{path}: not readable JSON ({exc})") from exc
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ModelStoreError(f"{path}: invalid manifest: {_format_validation(exc)}") from exc
+
+
+def read_labels(package_dir: str | os.PathLike[str], manifest: Manifest) -> list[str]:
+    """The class names: inline, from ``labels_file``, or ``class_<i>`` when none are given."""
+    if manifest.labels is not None:
+        return list(manifest.labels)
+    if manifest.labels_file is None:
+        return [f"class_{i}" for i in range(manifest.num_classes)]
+    path = Path(package_dir) / manifest.labels_file
+    try:
+        labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except OSError as exc:
+        raise ModelStoreError(f"{path}: cannot read the labels file ({exc})") from exc
+    while labels and not labels[-1]:
+        labels.pop()
+    if len(labels) != manifest.num_classes:
+        raise ModelStoreError(
+            f"{path}: {len(labels)} labels but the manifest says num_classes="
+            f"{manifest.num_classes} (one class name per line, in index order)"
+        )
+    return labels
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)  # pragma: no cover - not Linux
+    os.umask(current)
+    return current
+
+
+def _make_readable(package_dir: Path) -> None:
+    """Directories 0777 and files 0666 less the umask (mkdtemp and copy2 are stricter)."""
+    mask = _umask()
+    package_dir.chmod(0o777 & ~mask)
+    for member in package_dir.iterdir():
+        member.chmod((0o777 if member.is_dir() else 0o666) & ~mask)
+
+
+def write_package(
+    dest_dir: str | os.PathLike[str],
+    manifest: Manifest,
+    weights_path: str | os.PathLike[str],
+    labels: Sequence[str] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model package and return its directory.
+
+    ``dest_dir`` is either the store root (the package goes to
+    ``dest_dir/<name>/<version>``) or the package directory itself (a path
+    ending in ``<name>/<version>``). ``weights_path`` is copied under the name
+    ``manifest.weights``. ``labels`` (class names in index order), when given,
+    are written to ``labels.txt`` and the manifest points at that file.
+    An existing package is replaced only with ``overwrite=True``.
+    """
+    manifest = Manifest.model_validate(manifest.model_dump())  # re-validate a copy
+    dest = Path(dest_dir)
+    if dest.name != str(manifest.version) or dest.parent.name != manifest.name:
+        dest = package_path(dest, manifest.name, manifest.version)
+    weights = Path(weights_path)
+    if not weights.is_file():
+        raise ModelStoreError(f"weights file not found: {weights}")
+    if labels is not None:
+        labels = [str(label).strip() for label in labels]
+        if len(labels) != manifest.num_classes:
+            raise ModelStoreError(
+                f"{len(labels)} labels given but num_classes is {manifest.num_classes}"
+            )
+        if any(not label or "\n" in label for label in labels):
+            raise ModelStoreError("labels must be non-empty single-line strings")
+        manifest = manifest.model_copy(update={"labels": None, "labels_file": LABELS_FILE})
+    if dest.exists() and not overwrite:
+        raise ModelStoreError(f"package {dest} already exists (pass overwrite=True to replace it)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        shutil.copy2(weights, tmp / manifest.weights)
+        if labels is not None:
+            (tmp / LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
+        text = json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n"
+        (tmp / MANIFEST_FILE).write_text(text, encoding="utf-8")
+        read_labels(tmp, read_manifest(tmp))  # what we wrote must read back
+        _make_readable(tmp)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            dest.rename(old)
+            tmp.rename(dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -1,0 +1,14 @@
+"""Task plugins: classification now; detection and segmentation register the same way."""
+
+from care_serve.tasks.base import TASK_MODULES, Task, get_task_class, register_task
+from care_serve.tasks.preprocess import PreprocessMeta, normalize, preprocess_image
+
+__all__ = [
+    "TASK_MODULES",
+    "PreprocessMeta",
+    "Task",
+    "get_task_class",
+    "normalize",
+    "preprocess_image",
+    "register_task",
+]

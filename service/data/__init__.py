@@ -1,1 +1,0 @@
-"""Data helpers: the synthetic-scene generator (``service.data.synthetic``)."""
