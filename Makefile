@@ -34,11 +34,11 @@ typecheck: $(STAMP)
 
 ## Model benchmark: eager vs fused torch vs plain vs fused ONNX.
 bench: $(STAMP)
-	$(BIN)/care-serve bench
+	$(BIN)/python -m benchmarks.model
 
 ## Load benchmark of the running stack over REST and gRPC.
 bench-load: $(STAMP)
-	$(BIN)/care-serve bench-load
+	$(BIN)/python -m benchmarks.load
 
 ## Peer benchmark: care-serve vs FastAPI + onnxruntime, FastAPI + torch, TorchServe.
 ## Installs the `peers` extra (TorchServe needs Java 17). ARGS=--quick for a smoke run.

@@ -22,9 +22,6 @@ COMMAND_MODULES = (
     "pull",
     "export",
     "info",
-    "bench",
-    "bench_load",
-    "soak",
     "generate",
     "train",
     "evaluate",
@@ -38,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"care-serve {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"care_serve.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"care_serve.commands.{name}":
-                continue  # a command not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"care_serve.commands.{name}").register(subparsers)
     return parser
 
 
@@ -54,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    return run_handler(args)
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    """Run a parsed command's handler; errors become a one-line message and exit code 1."""
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

@@ -25,16 +25,16 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from care_serve.errors import PortInUse
-from care_serve.grpc_server.server import GrpcServer, port_message
-from care_serve.imaging import configure_pillow
-from care_serve.inference import DataPlane
-from care_serve.manager import ModelManager
-from care_serve.metrics import ServingMetrics
-from care_serve.rest.app import create_app
+from care_serve.imaging.decode import configure_pillow
+from care_serve.observability.metrics import ServingMetrics
+from care_serve.serving.data_plane import DataPlane
+from care_serve.serving.manager import ModelManager
+from care_serve.serving.store_watcher import StoreWatcher
+from care_serve.serving.workers import WorkerPools
 from care_serve.settings import Settings
 from care_serve.store.repository import ModelRepository
-from care_serve.store_watcher import StoreWatcher
-from care_serve.workers import WorkerPools
+from care_serve.transports.grpc.server import GrpcServer, port_message
+from care_serve.transports.rest.app import create_app
 
 __all__ = ["BackgroundStack", "ServingStack"]
 
@@ -186,7 +186,7 @@ class ServingStack:
 
 
 class BackgroundStack:
-    """A ``ServingStack`` on its own event loop in a thread (tests, ``bench-load``)."""
+    """A ``ServingStack`` on its own event loop in a thread (tests, ``benchmarks.load``)."""
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.loop = asyncio.new_event_loop()

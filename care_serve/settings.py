@@ -4,7 +4,7 @@ Command-line options of ``care-serve serve`` override the environment, which
 overrides the defaults declared here. Thread rule: each loaded model runs its
 backend with ``intra_op_threads`` threads (0 = the CPU cores divided by the
 number of models loaded at start-up, at least 1) and one inter-op thread; a
-core budget shared by all models (``care_serve.core_budget``) lets batches run
+core budget shared by all models (``care_serve.serving.core_budget``) lets batches run
 only while their threads fit in the cores, so they never oversubscribe them.
 """
 

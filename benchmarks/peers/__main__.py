@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
-    from care_serve.loadbench import make_jpeg
+    from benchmarks.load.client import make_jpeg
 
     jpeg = make_jpeg(640, 480)
     load_before = os.getloadavg()[0]

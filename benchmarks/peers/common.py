@@ -1,7 +1,7 @@
 """What every peer server shares with care-serve: the package's preprocessing and labels.
 
 Peers decode with Pillow and preprocess with care-serve's own implementation
-(``care_serve.tasks.preprocess``, the manifest of the imported package), so every
+(``care_serve.imaging.preprocess``, the manifest of the imported package), so every
 server does the same work per image and the table compares serving, not
 preprocessing code.
 """
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from care_serve.imaging.preprocess import preprocess_image
 from care_serve.store import Manifest, read_labels, read_manifest
-from care_serve.tasks.preprocess import preprocess_image
 
 __all__ = ["Package", "top5"]
 

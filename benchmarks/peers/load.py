@@ -1,6 +1,6 @@
 """The closed-loop load client: N clients, each sends a request, waits, sends the next.
 
-REST goes through ``care_serve.loadbench.RawHttpClient`` (the client ``bench-load``
+REST goes through ``benchmarks.load.client.RawHttpClient`` (the client ``benchmarks.load``
 uses: one keep-alive connection per client, one write per request, so the client
 costs little CPU on the shared cores). gRPC shares one channel (HTTP/2 streams).
 Every request has a timeout, a level stops after ``duration`` seconds (plus at
@@ -15,9 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from benchmarks.load.client import RawHttpClient
 from benchmarks.peers.procfs import sample_tree
 from benchmarks.peers.results import LevelStats
-from care_serve.loadbench import RawHttpClient
 
 __all__ = ["GrpcTarget", "RestTarget", "encode_torchserve_request", "run_level"]
 

@@ -49,7 +49,7 @@ def care_serve_store(checkpoint: Path, arch: str, model_name: str, root: Path) -
 def plain_onnx(art: Artefacts, root: Path) -> Path:
     """A plain (unfused) ONNX export of the same model, verified against torch."""
     from care_serve.models import create_model
-    from care_serve.models.export import export_onnx
+    from care_serve.offline.export import export_onnx
 
     path = root / "plain.onnx"
     if not path.is_file():

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from care_serve.loadbench import LevelResult
+from benchmarks.load.client import LevelResult
 
 __all__ = ["LevelStats", "PeerRun", "load_runs", "save_runs"]
 

@@ -14,12 +14,12 @@ __all__ = ["OnnxBackend", "make_session"]
 
 
 def make_session(path: Path, threads: int, allow_spinning: bool = False) -> Any:
-    """An ``InferenceSession`` with the project's tuned options (``care_serve.runtime``).
+    """An ``InferenceSession`` with the tuned options of ``care_serve.backends.onnx_session``.
 
     Spinning is off by default: idle intra-op threads sleep instead of busy-waiting,
     which leaves the cores to image decoding (see ``docs/PERFORMANCE.md``).
     """
-    from care_serve.runtime.onnx_session import create_onnx_session
+    from care_serve.backends.onnx_session import create_onnx_session
 
     return create_onnx_session(path, threads, spinning=allow_spinning)
 

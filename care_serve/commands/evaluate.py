@@ -75,7 +75,7 @@ def _thresholds(text: str) -> tuple[float, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics."""
-    from care_serve.evaluation.evaluate import DetectionOptions, evaluate
+    from care_serve.offline.evaluation.evaluate import DetectionOptions, evaluate
 
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         detection=DetectionOptions(args.class_agnostic_nms, args.score_thresholds),
     )
     if args.write_card:
-        from care_serve.training.card import write_card_evaluation
+        from care_serve.offline.training.card import write_card_evaluation
 
         write_card_evaluation(args.package, args.task, report, args.data, args.split)
     metrics = report.metrics

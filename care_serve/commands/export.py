@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
     from care_serve.errors import ExportError
-    from care_serve.models.export import DEFAULT_OPSET, export_onnx
+    from care_serve.offline.export import DEFAULT_OPSET, export_onnx
 
     step(f"loading {args.variant}" + (f" from {args.checkpoint}" if args.checkpoint else ""))
     model = load_variant(args.variant, args.checkpoint, use_ema=not args.no_ema)

@@ -1,7 +1,7 @@
 """``care-serve import``: turn an official CARE checkpoint into a model-store package.
 
 ONNX (default): the checkpoint is loaded with strict checking, fused and
-exported with ``care_serve.models.export.export_onnx`` (parity against the torch
+exported with ``care_serve.offline.export.export_onnx`` (parity against the torch
 model measured on random inputs), and written with a manifest whose model card
 records the source file, its sha256 and the parity error. PyTorch: the
 checkpoint itself is copied into the package after it loaded cleanly.
@@ -63,7 +63,7 @@ def imagenet_labels() -> list[str]:
     """The 1000 ImageNet-1k class names in index order (shipped as package data)."""
     from importlib.resources import files
 
-    text = files("care_serve").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
+    text = files("care_serve.models").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
     labels = [line.strip() for line in text.splitlines() if line.strip()]
     if len(labels) != 1000:
         raise ValueError(f"imagenet_classes.txt has {len(labels)} names, expected 1000")
@@ -93,12 +93,12 @@ def export_to_onnx(
 ) -> dict[str, Any]:
     """Fused ONNX export with parity check; returns what the model card records.
 
-    Uses ``care_serve.models.export.export_onnx`` when present; otherwise a plain
+    Uses ``care_serve.offline.export.export_onnx`` when present; otherwise a plain
     ``torch.onnx.export`` (dynamic batch axis, opset 17) checked against
     onnxruntime on random inputs.
     """
     try:
-        from care_serve.models.export import export_onnx
+        from care_serve.offline.export import export_onnx
     except ImportError:
         return _export_fallback(model, path, input_size)
     report = export_onnx(
@@ -106,7 +106,7 @@ def export_to_onnx(
     )
     errors = {k: float(v) for k, v in getattr(report, "rel_errors", {}).items()}
     return {
-        "exporter": "care_serve.models.export.export_onnx",
+        "exporter": "care_serve.offline.export.export_onnx",
         "fused": bool(getattr(report, "fused", True)),
         "opset": getattr(report, "opset", None),
         "onnx_nodes": getattr(report, "num_nodes", None),

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"invalid settings: {problems}") from None
-    from care_serve.log_config import configure_logging
+    from care_serve.observability.log_config import configure_logging
     from care_serve.server import ServingStack
 
     configure_logging(settings)

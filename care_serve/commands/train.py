@@ -105,7 +105,7 @@ def _command(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the training pipeline and print the package and its metrics."""
-    from care_serve.training.pipeline import TrainOptions, run_training
+    from care_serve.offline.training.pipeline import TrainOptions, run_training
 
     if args.batch_size < 1 or args.checkpoint_every < 1:
         raise ValueError("--batch-size and --checkpoint-every must be at least 1")

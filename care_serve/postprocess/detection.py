@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from care_serve.errors import InvalidInput
-from care_serve.postprocess.geometry import LetterboxMeta
+from care_serve.imaging.letterbox import LetterboxMeta
 
 __all__ = [
     "DETECTION_OUTPUT_NAMES",

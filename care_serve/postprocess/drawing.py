@@ -2,7 +2,7 @@
 
 Shared by the detection and segmentation tasks (so every transport gets the same
 PNG). Colours come from ``care_serve.postprocess.segmentation.make_palette``; the
-web page (``care_serve/web/static/palette.js``) computes the same palette, so a
+web page (``care_serve/transports/web/static/palette.js``) computes the same palette, so a
 class has one colour everywhere. Detection class ``i`` is drawn in palette
 colour ``i + 1`` (the palette without its black background entry), which gives
 a class the colour it has in segmentation when the two models share the

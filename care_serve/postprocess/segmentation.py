@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 from care_serve.errors import InvalidInput
+from care_serve.imaging.letterbox import LetterboxMeta, fit_within, to_rgb_array
 from care_serve.postprocess.drawing import LegendEntry, encode_png, with_legend
-from care_serve.postprocess.geometry import LetterboxMeta, fit_within, to_rgb_array
 
 __all__ = [
     "IGNORE_INDEX",

@@ -1,7 +1,7 @@
 """Task plugins: classification now; detection and segmentation register the same way."""
 
+from care_serve.imaging.preprocess import PreprocessMeta, normalize, preprocess_image
 from care_serve.tasks.base import TASK_MODULES, Task, get_task_class, register_task
-from care_serve.tasks.preprocess import PreprocessMeta, normalize, preprocess_image
 
 __all__ = [
     "TASK_MODULES",

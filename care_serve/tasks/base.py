@@ -22,10 +22,10 @@ import numpy as np
 from pydantic import BaseModel
 
 from care_serve.errors import NotSupported
-from care_serve.imaging import DecodedImage
+from care_serve.imaging.decode import DecodedImage
+from care_serve.imaging.preprocess import PreprocessMeta
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
-from care_serve.tasks.preprocess import PreprocessMeta
 
 __all__ = ["TASK_MODULES", "Task", "get_task_class", "register_task"]
 

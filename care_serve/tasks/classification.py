@@ -9,9 +9,9 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from care_serve.errors import InferenceError, InvalidInput
-from care_serve.imaging import DecodedImage
+from care_serve.imaging.decode import DecodedImage
+from care_serve.imaging.preprocess import PreprocessMeta, preprocess_image, resized_size
 from care_serve.tasks.base import Task
-from care_serve.tasks.preprocess import PreprocessMeta, preprocess_image, resized_size
 
 __all__ = ["ClassificationParams", "ClassificationResult", "ClassificationTask", "Prediction"]
 

@@ -5,7 +5,7 @@ the manifest's ``preprocessing.interpolation`` and centred on the
 ``input.width x input.height`` canvas, and the padding is the normalisation
 mean, i.e. exactly 0 after normalising (what the training pipeline does; the
 classification-only ``pad_value`` is not used). It calls
-``care_serve.postprocess.geometry.preprocess``, so with ``bilinear`` the served
+``care_serve.imaging.letterbox.preprocess``, so with ``bilinear`` the served
 input equals the training/evaluation input bit for bit. The returned
 ``DenseMeta`` is a ``PreprocessMeta`` that also carries the exact
 ``LetterboxMeta`` (for mapping boxes and masks back) and the decoded image
@@ -25,17 +25,17 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 
 from care_serve.errors import InvalidInput, ModelStoreError
-from care_serve.imaging import DecodedImage
-from care_serve.postprocess.geometry import (
+from care_serve.imaging.decode import DecodedImage
+from care_serve.imaging.letterbox import (
     LetterboxMeta,
     fit_within,
     make_letterbox_meta,
     preprocess,
 )
+from care_serve.imaging.preprocess import RESAMPLING, PreprocessMeta
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
 from care_serve.tasks.base import Task
-from care_serve.tasks.preprocess import RESAMPLING, PreprocessMeta
 
 __all__ = ["DenseMeta", "DenseTask", "letterbox_preprocess", "parse_config"]
 

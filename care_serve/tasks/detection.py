@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from care_serve.errors import InferenceError, InvalidInput, ModelStoreError
+from care_serve.imaging.preprocess import PreprocessMeta
 from care_serve.postprocess.detection import DETECTION_STRIDES, make_points, postprocess_detections
 from care_serve.postprocess.drawing import (
     LegendEntry,
@@ -41,7 +42,6 @@ from care_serve.postprocess.segmentation import make_palette
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
 from care_serve.tasks.dense import DenseMeta, DenseTask, parse_config, parse_number
-from care_serve.tasks.preprocess import PreprocessMeta
 
 MAX_PRE_NMS_TOP_K = 100_000  # the largest pre_nms_top_k (and so max_detections) a manifest may set
 

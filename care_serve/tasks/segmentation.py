@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from care_serve.errors import InferenceError, InvalidInput, ModelStoreError
+from care_serve.imaging.preprocess import PreprocessMeta
 from care_serve.postprocess.segmentation import (
     SEGMENTATION_OUTPUT_STRIDE,
     make_palette,
@@ -37,7 +38,6 @@ from care_serve.postprocess.segmentation import (
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
 from care_serve.tasks.dense import DenseMeta, DenseTask, parse_config
-from care_serve.tasks.preprocess import PreprocessMeta
 
 __all__ = [
     "ClassShare",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from care_serve.bench.dense_bench import DENSE_RUNNERS, format_dense_table, run_dense_benchmark
+from benchmarks.model.dense import DENSE_RUNNERS, format_dense_table, run_dense_benchmark
 
 
 def test_dense_benchmark_produces_a_table() -> None:

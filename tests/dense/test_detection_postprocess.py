@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from care_serve.errors import InvalidInput
+from care_serve.imaging.letterbox import make_letterbox_meta
 from care_serve.postprocess.detection import (
     DETECTION_STRIDES,
     batched_nms,
@@ -15,7 +16,6 @@ from care_serve.postprocess.detection import (
     nms,
     postprocess_detections,
 )
-from care_serve.postprocess.geometry import make_letterbox_meta
 
 
 def _iou_loop(a: np.ndarray, b: np.ndarray) -> float:

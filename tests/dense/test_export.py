@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from care_serve.backends.onnx_session import create_onnx_session
+from care_serve.imaging.letterbox import preprocess
 from care_serve.models.detection import DETECTION_OUTPUT_NAMES, CAREDetector
-from care_serve.models.export import export_onnx
+from care_serve.offline.export import export_onnx
 from care_serve.models.segmentation import SEGMENTATION_OUTPUT_NAMES, CARESegmenter
 from care_serve.postprocess.detection import postprocess_detections
-from care_serve.postprocess.geometry import preprocess
 from care_serve.postprocess.segmentation import logits_to_mask
-from care_serve.runtime.onnx_session import create_onnx_session
 from tests.conftest import rel_error
 from tests.dense.test_models import randomise_batchnorms
 

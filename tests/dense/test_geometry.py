@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from care_serve.errors import InvalidInput
-from care_serve.postprocess.geometry import (
+from care_serve.imaging.letterbox import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     dynamic_input_size,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from care_serve.postprocess.geometry import LetterboxMeta, letterbox_mask, make_letterbox_meta
+from care_serve.imaging.letterbox import LetterboxMeta, letterbox_mask, make_letterbox_meta
 from care_serve.postprocess.segmentation import (
     class_shares,
     colorize,

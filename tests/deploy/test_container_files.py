@@ -1,5 +1,6 @@
 """docker/Dockerfile, docker-compose.yml and the Grafana dashboard parse and say what the
-deployment docs promise; every dashboard query names metrics that care_serve/metrics.py defines."""
+deployment docs promise; every dashboard query names metrics that
+care_serve/observability/metrics.py defines."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from dockerfile_parse import DockerfileParser
 from prometheus_client import CollectorRegistry
 
-from care_serve.metrics import ServingMetrics
+from care_serve.observability.metrics import ServingMetrics
 from tests.deploy.deploy_helpers import DOCKER, ROOT, load_yaml, unknown_settings
 
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "care-serve.json"

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from care_serve.errors import InvalidInput
-from care_serve.imaging import configure_pillow, decode_image
+from care_serve.imaging.decode import configure_pillow, decode_image
 
 __all__ = ["LIMITS", "REGRESSIONS", "check_decode", "seed_files"]
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from care_serve.errors import InvalidInput
-from care_serve.imaging import decode_image
+from care_serve.imaging.decode import decode_image
 from tests.fuzz.target import REGRESSIONS, check_decode, seed_files
 
 SEEDS = seed_files()

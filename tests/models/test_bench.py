@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from care_serve.bench.model_bench import RUNNER_TITLES
-from care_serve.cli import main
+from benchmarks.model.cli import main
+from benchmarks.model.run import RUNNER_TITLES
 
 
 def test_bench_prints_one_table(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["bench", "--variants", "care_tiny", "--batch-sizes", "1", "2", "--threads", "1"]
+    argv = ["--variants", "care_tiny", "--batch-sizes", "1", "2", "--threads", "1"]
     assert main([*argv, "--repeats", "1", "--number", "1", "--input-size", "64"]) == 0
     out = capsys.readouterr().out
     assert "1 thread(s)" in out and "(d)/(c)" in out
@@ -19,7 +19,7 @@ def test_bench_prints_one_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bench_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--variants", "care_s9"]) == 1
+    assert main(["--variants", "care_s9"]) == 1
     assert "known variants" in capsys.readouterr().err
-    assert main(["bench", "--variants", "care_tiny", "--batch-sizes", "0"]) == 1
+    assert main(["--variants", "care_tiny", "--batch-sizes", "0"]) == 1
     assert "batch sizes" in capsys.readouterr().err

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from care_serve.backends.onnx_session import create_onnx_session
 from care_serve.errors import ExportError
 from care_serve.models import create_model
-from care_serve.models.export import ExportReport, export_onnx
-from care_serve.runtime.onnx_session import create_onnx_session
+from care_serve.offline.export import ExportReport, export_onnx
 from tests.conftest import FIXTURES, rel_error
 from tests.models.test_fuse import randomize
 
@@ -125,7 +125,7 @@ def test_bad_input_size_is_rejected(tmp_path: Path) -> None:
 
 
 def test_session_module_does_not_import_torch() -> None:
-    code = "import sys, care_serve.runtime.onnx_session; assert 'torch' not in sys.modules"
+    code = "import sys, care_serve.backends.onnx_session; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -133,13 +133,13 @@ def test_session_rejects_missing_file_and_bad_threads(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not found"):
         create_onnx_session(tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="positive"):
-        from care_serve.runtime.onnx_session import session_options
+        from care_serve.backends.onnx_session import session_options
 
         session_options(0)
 
 
 def test_spinning_sessions_stop_spinning_when_a_run_returns() -> None:
-    from care_serve.runtime.onnx_session import session_options
+    from care_serve.backends.onnx_session import session_options
 
     spinning = session_options(1, spinning=True)
     assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"

@@ -21,7 +21,7 @@ from tests.stacks import test_settings
 def _export(model: Any, path: Path) -> None:
     """Fused export without the exporter's own parity run (the tests compare to torch)."""
     try:
-        from care_serve.models.export import export_onnx
+        from care_serve.offline.export import export_onnx
     except ImportError:  # pragma: no cover - before the export module existed
         export_to_onnx(model, path, (SIZE, SIZE))
         return

@@ -19,7 +19,7 @@ import pytest
 
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from care_serve.log_config import configure_logging
+from care_serve.observability.log_config import configure_logging
 from care_serve.server import BackgroundStack
 from care_serve.settings import Settings
 from tests.serving.serving_helpers import jpeg_bytes

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from care_serve.batching import DynamicBatcher
 from care_serve.errors import DeadlineExceeded, InferenceError, ServerBusy
+from care_serve.serving.batching import DynamicBatcher
 from care_serve.store import BatchingConfig
 
 

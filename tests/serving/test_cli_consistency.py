@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import stat
@@ -10,17 +11,29 @@ from typing import Any
 
 import pytest
 
+from benchmarks.entry import command_parser
+from benchmarks.load.cli import first_classification_model, print_report
+from benchmarks.load.cli import register as load_register
+from benchmarks.load.client import EngineResult, LevelResult
+from benchmarks.model.cli import register as model_register
 from care_serve.cli import build_parser, main
-from care_serve.commands.bench_load import first_classification_model, print_report
-from care_serve.loadbench import EngineResult, LevelResult
 from care_serve.store import write_package
 from tests.serving.serving_helpers import LABELS, make_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+BENCHMARK_COMMANDS = {"bench": model_register, "bench-load": load_register}
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    if command in BENCHMARK_COMMANDS:
+        return command_parser(command, BENCHMARK_COMMANDS[command])
+    return build_parser()
+
+
 def _parse(*argv: str) -> Any:
-    return build_parser().parse_args(list(argv))
+    return _parser(argv[0]).parse_args(list(argv))
 
 
 @pytest.mark.parametrize(
@@ -49,7 +62,7 @@ def test_bench_load_image_size_is_height_x_width() -> None:
 
 
 def _help(command: str) -> str:
-    parser = build_parser()
+    parser = _parser(command)
     sub = next(a for a in parser._actions if a.dest == "command")
     return str(sub.choices[command].format_help())  # type: ignore[attr-defined]
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from care_serve.core_budget import CoreBudget
+from care_serve.serving.core_budget import CoreBudget
 
 
 @pytest.mark.parametrize(

@@ -30,13 +30,13 @@ from care_serve.backends.onnx_backend import make_session
 from care_serve.errors import InvalidInput, ModelStoreError
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from care_serve.imaging import decode_image
+from care_serve.imaging.decode import decode_image
+from care_serve.imaging.letterbox import preprocess
 from care_serve.models.detection import DETECTION_OUTPUT_NAMES, CAREDetector
-from care_serve.models.export import export_onnx
+from care_serve.offline.export import export_onnx
 from care_serve.models.segmentation import SEGMENTATION_OUTPUT_NAMES, CARESegmenter
 from care_serve.postprocess.detection import postprocess_detections
 from care_serve.postprocess.drawing import detection_palette
-from care_serve.postprocess.geometry import preprocess
 from care_serve.postprocess.segmentation import make_palette, overlay, postprocess_segmentation
 from care_serve.server import BackgroundStack
 from care_serve.settings import Settings
@@ -813,7 +813,7 @@ def _class_miou(mask: np.ndarray, truth: np.ndarray) -> float:
 
 def test_bundled_demo_models_answer_correctly_on_fresh_scenes() -> None:
     """The shipped shapes-* packages, served end to end, on scenes no training run saw."""
-    from care_serve.data.synthetic import CLASS_NAMES, SceneSpec, make_scene, scene_rng
+    from care_serve.offline.data.synthetic import CLASS_NAMES, SceneSpec, make_scene, scene_rng
 
     spec = SceneSpec(min_side=160, max_side=640)
     det_full = boxes_found = boxes_total = cls_right = seg_good = 0
@@ -867,7 +867,7 @@ def test_bundled_detector_finds_each_shape_once_at_the_served_default() -> None:
     > 0.5 whatever their classes, no shape is covered (IoU >= 0.5) by two boxes,
     and nearly every shape is found with its class.
     """
-    from care_serve.data.synthetic import SceneSpec, make_scene, scene_rng
+    from care_serve.offline.data.synthetic import SceneSpec, make_scene, scene_rng
 
     manifest = json.loads((MODEL_STORE / "shapes-detector" / "1" / "manifest.json").read_text())
     assert manifest["postprocessing"]["class_agnostic_nms"] is True
@@ -892,7 +892,7 @@ WIDE_SEED = 2026  # a seed no training or evaluation run used
 
 def _wide_cases() -> list[tuple[str, Any]]:
     """(case, WideSpec): large filled shapes, outlines only, and the whole wide distribution."""
-    from care_serve.data.wide import WideSpec
+    from care_serve.offline.data.wide import WideSpec
 
     return [
         ("large", WideSpec(max_side=1024, min_shape=0.7, p_outline=0.0, max_shapes=2)),
@@ -910,8 +910,8 @@ def test_bundled_models_on_fresh_wide_scenes_find_each_shape_once() -> None:
     per-scene mIoU of at least 0.9. (Outlines and small shapes are the measured
     weak spots, docs/training.md: their recall is reported, not promised here.)
     """
-    from care_serve.data.synthetic import CLASS_NAMES, scene_rng
-    from care_serve.data.wide import make_wide_scene
+    from care_serve.offline.data.synthetic import CLASS_NAMES, scene_rng
+    from care_serve.offline.data.wide import make_wide_scene
 
     cls_right = cls_total = 0
     with serving_stack(MODEL_STORE, models=list(TRAINED)) as served:

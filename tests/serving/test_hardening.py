@@ -29,10 +29,10 @@ from PIL import Image
 
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from care_serve.imaging import decode_image
+from care_serve.imaging.decode import decode_image
+from care_serve.imaging.preprocess import preprocess_image
 from care_serve.server import BackgroundStack
 from care_serve.store import BatchingConfig, read_manifest, write_package
-from care_serve.tasks.preprocess import preprocess_image
 from tests.conftest import rel_error
 from tests.serving.serving_helpers import LABELS, jpeg_bytes, make_manifest, png_bytes
 from tests.stacks import serving_stack

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from care_serve.errors import InvalidInput, PayloadTooLarge
-from care_serve.imaging import decode_image
+from care_serve.imaging.decode import decode_image
+from care_serve.imaging.preprocess import preprocess_image
 from care_serve.store import InputSpec, Preprocessing
-from care_serve.tasks.preprocess import preprocess_image
 from tests.serving.serving_helpers import jpeg_bytes, make_manifest, png_bytes
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 1_000_000}

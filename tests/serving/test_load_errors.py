@@ -11,7 +11,7 @@ import httpx
 
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from care_serve.redaction import redact_paths
+from care_serve.observability.redaction import redact_paths
 from care_serve.store import write_package
 from tests.serving.serving_helpers import LABELS, make_manifest
 

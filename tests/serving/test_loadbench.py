@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from care_serve import loadbench as lb
-from care_serve.commands.bench_load import print_report
+from benchmarks.load import client as lb
+from benchmarks.load.cli import print_report
 from care_serve.settings import cpu_count
 
 

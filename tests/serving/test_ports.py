@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from care_serve.errors import PortInUse
-from care_serve.manager import ModelManager
 from care_serve.server import ServingStack
+from care_serve.serving.manager import ModelManager
 from care_serve.settings import Settings
 
 

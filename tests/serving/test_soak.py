@@ -1,4 +1,4 @@
-"""``care-serve soak``: structure and counts of a short run (never speed)."""
+"""``python -m benchmarks.soak``: structure and counts of a short run (never speed)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from care_serve.cli import main
-from care_serve.loadbench import list_models
+from benchmarks.load.client import list_models
+from benchmarks.soak.cli import main
+from benchmarks.soak.run import make_payloads, run_soak, served_models
 from care_serve.server import BackgroundStack
-from care_serve.soak import make_payloads, run_soak, served_models
 from tests.stacks import serving_stack
 
 BUNDLED_STORE = Path(__file__).resolve().parents[2] / "model_store"
@@ -68,14 +68,14 @@ def test_a_short_soak_mixes_tasks_and_counts_every_answer(bundled: BackgroundSta
 def test_soak_refuses_non_loopback_and_unbounded_runs(
     extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["soak", *extra]) == 1
+    assert main(extra) == 1
     assert message in capsys.readouterr().err
 
 
 def test_soak_command_starts_its_own_server_and_reports(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    argv = ["soak", "--duration", "2", "--concurrency", "2", "--report-every", "1"]
+    argv = ["--duration", "2", "--concurrency", "2", "--report-every", "1"]
     assert main([*argv, "--large-side", "256"]) == 0
     out = capsys.readouterr().out
     assert "| task | requests |" in out and "server RSS:" in out

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from care_serve.evaluation.buckets import image_buckets, shape_buckets, weakest_buckets
-from care_serve.evaluation.evaluate import _detection_buckets
-from care_serve.evaluation.metrics import ImageDetections
-from care_serve.training.card import card_evaluation_notes, default_description, training_domain
+from care_serve.offline.evaluation.buckets import image_buckets, shape_buckets, weakest_buckets
+from care_serve.offline.evaluation.evaluate import _detection_buckets
+from care_serve.offline.evaluation.metrics import ImageDetections
+from care_serve.offline.training.card import (
+    card_evaluation_notes,
+    default_description,
+    training_domain,
+)
 
 
 def _attrs(size: float, bucket: str, fill: str = "filled", cut: bool = False) -> dict:

@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from care_serve.data.synthetic import CLASS_NAMES, generate_dataset, scene_rng
-from care_serve.data.wide import make_wide_scene
 from care_serve.errors import DatasetError
-from care_serve.training.datasets import read_coco, read_image_folder, read_mask_pairs
-from care_serve.training.preprocess import cache_classification, cache_detection, cache_segmentation
+from care_serve.offline.data.synthetic import CLASS_NAMES, generate_dataset, scene_rng
+from care_serve.offline.data.wide import make_wide_scene
+from care_serve.offline.training.datasets import read_coco, read_image_folder, read_mask_pairs
+from care_serve.offline.training.preprocess import (
+    cache_classification,
+    cache_detection,
+    cache_segmentation,
+)
 
 
 @pytest.fixture(scope="module")

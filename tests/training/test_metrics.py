@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from care_serve.evaluation.metrics import (
+from care_serve.offline.evaluation.metrics import (
     ConfusionMatrix,
     ImageDetections,
     accuracy,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from care_serve.data.synthetic import (
+from care_serve.offline.data.synthetic import (
     CLASS_NAMES,
     SceneSpec,
     class_id,

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from care_serve.cli import main
-from care_serve.data.synthetic import generate_dataset
 from care_serve.errors import CheckpointError
-from care_serve.evaluation.runner import PackageRunner
 from care_serve.models import read_state_dict
+from care_serve.offline.data.synthetic import generate_dataset
+from care_serve.offline.evaluation.runner import PackageRunner
+from care_serve.offline.training.classification import ClassificationTask
+from care_serve.offline.training.loop import TrainConfig, load_network_weights, train_loop
+from care_serve.offline.training.pipeline import TrainOptions, get_train_task, run_training
 from care_serve.store.package import read_manifest
-from care_serve.training.classification import ClassificationTask
-from care_serve.training.loop import TrainConfig, load_network_weights, train_loop
-from care_serve.training.pipeline import TrainOptions, get_train_task, run_training
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "care_s0_official_fp16.pth.tar"
 SIZE = (64, 64)

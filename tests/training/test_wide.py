@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from care_serve.data.synthetic import CLASS_NAMES, generate_dataset, scene_rng
-from care_serve.data.wide import BACKGROUNDS, LINE_WIDTHS, SIZE_BUCKETS, WideSpec, make_wide_scene
-from care_serve.evaluation.buckets import image_buckets, load_styles, shape_buckets
+from care_serve.offline.data.synthetic import CLASS_NAMES, generate_dataset, scene_rng
+from care_serve.offline.data.wide import (
+    BACKGROUNDS,
+    LINE_WIDTHS,
+    SIZE_BUCKETS,
+    WideSpec,
+    make_wide_scene,
+)
+from care_serve.offline.evaluation.buckets import image_buckets, load_styles, shape_buckets
 
 SPEC = WideSpec()
 
@@ -124,7 +130,7 @@ def test_written_styles_match_the_files(tmp_path) -> None:
 
 def test_classic_distribution_is_unchanged() -> None:
     """Old seeds keep their scenes: the classic sizes stay in 8-40% of the shorter side."""
-    from care_serve.data.synthetic import make_scene
+    from care_serve.offline.data.synthetic import make_scene
 
     scene = make_scene(scene_rng(1, "detection", 0))
     assert scene.style["distribution"] == "classic"

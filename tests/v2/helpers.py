@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from care_serve.data.synthetic import SceneSpec, make_scene, scene_rng
-from care_serve.imaging import decode_image
+from care_serve.imaging.decode import decode_image
+from care_serve.offline.data.synthetic import SceneSpec, make_scene, scene_rng
 from care_serve.server import BackgroundStack
 
 ROUTES = {"classification": "/classify", "detection": "/detect", "segmentation": "/segment"}

@@ -23,8 +23,8 @@ from care_serve.errors import (
     ServerBusy,
 )
 from care_serve.server import BackgroundStack
-from care_serve.v2 import grpc_servicer as v2_grpc
-from care_serve.v2 import rest as v2_rest
+from care_serve.transports.v2 import grpc_servicer as v2_grpc
+from care_serve.transports.v2 import rest as v2_rest
 from tests.v2.conftest import MODELS
 from tests.v2.helpers import own_api, rgb, scene_png
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from care_serve import loadbench as lb
+from benchmarks.load import client as lb
 from care_serve.server import BackgroundStack
 from tests.v2.conftest import MODELS
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from care_serve.data.synthetic import CLASS_NAMES, make_scene, scene_rng
+from care_serve.offline.data.synthetic import CLASS_NAMES, make_scene, scene_rng
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_STORE = ROOT / "model_store"

@@ -1,0 +1,1 @@
+"""Load benchmark of a running stack over REST, gRPC and v2 (``python -m benchmarks.load``)."""

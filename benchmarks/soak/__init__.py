@@ -1,0 +1,1 @@
+"""Soak test of a running stack (``python -m benchmarks.soak``)."""

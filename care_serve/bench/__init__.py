@@ -1,1 +1,0 @@
-"""Benchmarks: the model benchmark (``model_bench``) and the load benchmark."""

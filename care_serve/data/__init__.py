@@ -1,1 +1,0 @@
-"""Data helpers: the synthetic-scene generator (``care_serve.data.synthetic``)."""

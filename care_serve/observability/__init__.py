@@ -1,0 +1,1 @@
+"""Observability: metrics, logging set-up, the per-request log context and redaction."""

@@ -1,0 +1,1 @@
+"""The offline side: training, evaluation and datasets. The server never imports it."""

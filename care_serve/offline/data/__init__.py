@@ -1,0 +1,1 @@
+"""Synthetic and on-disk datasets for training and evaluation."""

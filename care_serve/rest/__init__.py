@@ -1,5 +1,0 @@
-"""The REST transport (FastAPI): ``create_app(settings, data_plane)``."""
-
-from care_serve.rest.app import create_app
-
-__all__ = ["create_app"]

@@ -1,1 +1,0 @@
-"""Torch-free runtime helpers (ONNX Runtime sessions)."""

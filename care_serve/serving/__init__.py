@@ -1,0 +1,1 @@
+"""The serving core: the data plane, the model manager, batching and worker threads."""

@@ -1,0 +1,726 @@
+"""The model manager: load, warm up, serve, reload and unload model versions.
+
+Several versions of a model can serve at once: which ones is the model's version
+policy (``store.json``, ``care_serve.store.config``; by default the newest version
+only). ``load`` builds a version's backend, task and warmed-up batcher in a worker
+thread while everything else keeps serving, then swaps it in atomically (one
+assignment on the event loop); reloading a serving version drains the old copy:
+it waits until the requests that already hold it have finished, then closes it.
+A failed load leaves what was serving serving, and its error is kept per version.
+Requests find a version with ``lookup``, hold it with ``admit`` and give it back
+with ``release``, so draining knows when a version is idle.
+
+Defaults never depend on what happens to be loaded. The default model of a task is
+the one ``store.json`` names; without one, the first model of that task that was
+loaded (start-up loads in the order of the ``models`` setting, ``*`` alphabetically),
+kept until it is unloaded. The default version of a model is its ``default_version``
+in ``store.json``, else the highest version serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from care_serve.backends import Backend, load_backend
+from care_serve.errors import (
+    CareServeError,
+    InvalidInput,
+    ModelNotReady,
+    ModelStoreError,
+    NotFound,
+    ServerBusy,
+)
+from care_serve.observability.metrics import ServingMetrics
+from care_serve.observability.redaction import redact_paths, redact_values
+from care_serve.serving.batching import DynamicBatcher
+from care_serve.serving.core_budget import CoreBudget
+from care_serve.settings import Settings, cpu_count
+from care_serve.store.config import STORE_FILE, StoreConfig, VersionPolicy
+from care_serve.store.manifest import TASKS, Manifest
+from care_serve.store.package import read_labels
+from care_serve.store.repository import ModelRepository, PackageInfo, check_name, check_version
+from care_serve.tasks.base import Task, get_task_class
+
+__all__ = ["LoadedModel", "ModelManager"]
+
+log = logging.getLogger(__name__)
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+@dataclass
+class LoadedModel:
+    """A model version in memory: backend, task, batcher, and who is using it."""
+
+    manifest: Manifest
+    path: Path
+    backend: Backend
+    task: Task
+    batcher: DynamicBatcher
+    executor: ThreadPoolExecutor
+    threads: int
+    load_seconds: float
+    loaded_at: float = field(default_factory=time.time)
+    inflight: int = 0
+    state: str = "ready"
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+
+class ModelManager:
+    """Owns every loaded model version; all methods run on the server's event loop."""
+
+    def __init__(
+        self, repository: ModelRepository, settings: Settings, metrics: ServingMetrics
+    ) -> None:
+        self.repository = repository
+        self.settings = settings
+        self.metrics = metrics
+        self._models: dict[str, dict[int, LoadedModel]] = {}  # name -> version -> serving
+        self._loading: dict[str, set[int]] = {}
+        # name -> version -> message of its last failed load; dict order = recency.
+        self._errors: dict[str, dict[int | None, str]] = {}
+        self._fingerprints: dict[tuple[str, int], Fingerprint] = {}  # of what serves
+        self._failed: dict[tuple[str, int], Fingerprint] = {}  # files that failed to load
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._threads = settings.threads_per_model(1)
+        self._images_in_flight = 0  # admitted and not yet released, every model
+        # Caps the intra-op threads computing at once, across all models, to the cores.
+        self.core_budget = CoreBudget(cpu_count())
+        self._started = False
+        # Models that should be serving: the start-up targets and what was loaded since,
+        # minus what was unloaded. Strict readiness needs every one of them serving.
+        self._wanted: set[str] = set()
+        self._first_loaded: dict[str, str] = {}  # task -> its default without store.json
+        self.config = StoreConfig()
+        self.config_error: str | None = None
+
+    # -- the store's configuration ---------------------------------------------------------
+    def refresh_config(self) -> StoreConfig:
+        """Re-read ``store.json``; an invalid file keeps the last good one and is reported."""
+        try:
+            self.config = self.repository.config()
+        except ModelStoreError as exc:
+            if exc.message != self.config_error:
+                log.error("%s; keeping the previous store configuration", exc.message)
+            self.config_error = exc.message
+        else:
+            self.config_error = None
+        return self.config
+
+    def policy(self, name: str) -> VersionPolicy:
+        """The version policy of ``name`` (``store.json``, default the newest version)."""
+        return self.config.model(name).version_policy
+
+    # -- start-up ------------------------------------------------------------------------
+    def startup_targets(self) -> list[tuple[str, int | None]]:
+        """(name, version) pairs the ``models`` setting covers in the store now: what
+        start-up loads and what the watched store follows."""
+        targets: dict[str, int | None] = {}
+        for entry in self.settings.models:
+            if entry == "*":
+                for name in self.repository.model_names():
+                    if self.repository.versions(name):
+                        targets.setdefault(name, None)
+                continue
+            name, _, version = entry.partition(":")
+            targets[check_name(name)] = check_version(version) if version else None
+        return list(targets.items())
+
+    async def start(self) -> list[str]:
+        """Load the start-up models; return one human-readable line per version.
+
+        A model named without a version loads the versions its policy selects; when
+        none of them loads, it falls back to the newest version that does (and the
+        line says so). A model none of whose versions loads keeps the server not
+        ready under strict readiness.
+        """
+        self.refresh_config()
+        lines = [f"FAILED {self.config_error}"] if self.config_error else []
+        targets = self.startup_targets()
+        self._threads = self.settings.threads_per_model(len(targets))
+        self._wanted.update(name for name, _ in targets)
+        if not targets:
+            lines.append(f"no models to load: the model store {self.repository.root} is empty")
+        for name, version in targets:
+            lines.extend(await self._start_one(name, version))
+        for task, name in sorted(self.config.defaults.items()):
+            if name not in self._models:
+                lines.append(
+                    f"WARNING the default {task} model {name!r} ({STORE_FILE}) is not loaded"
+                )
+        self._started = True
+        return lines
+
+    async def _start_one(self, name: str, version: int | None) -> list[str]:
+        disk = self.repository.versions(name)
+        chosen = [version] if version is not None else self.policy(name).select(disk)
+        lines: list[str] = []
+        failures: list[str] = []
+        for candidate in chosen:
+            try:
+                lines.append(self._loaded_line(await self._load_version(name, candidate)))
+            except CareServeError as exc:
+                failures.append(f"{name}/{candidate}: {exc.message}")
+        if lines:
+            return lines + [f"FAILED {failure}" for failure in failures]
+        if version is None:  # nothing the policy selects loads: the newest older one that does
+            for candidate in sorted(set(disk) - set(chosen), reverse=True):
+                try:
+                    loaded = await self._load_version(name, candidate)
+                except CareServeError as exc:
+                    failures.append(f"{name}/{candidate}: {exc.message}")
+                    continue
+                return [f"FALLBACK {self._loaded_line(loaded)}, because " + "; ".join(failures)]
+        if not failures:
+            failures.append(f"{name}: its version policy selects none of its versions {disk}")
+        return ["FAILED " + "; ".join(failures)]
+
+    @staticmethod
+    def _loaded_line(loaded: LoadedModel) -> str:
+        return (
+            f"loaded {loaded.name}/{loaded.version} ({loaded.manifest.task}, "
+            f"{loaded.backend.name}) in {loaded.load_seconds:.2f} s"
+        )
+
+    # -- lookup --------------------------------------------------------------------------
+    def representative(self, name: str) -> LoadedModel | None:
+        """The serving version of ``name`` that stands for it: the default version, else
+        the highest serving (None when none serves)."""
+        versions = self._models.get(name)
+        if not versions:
+            return None
+        chosen = self.default_version(name)
+        return versions[chosen if chosen is not None else max(versions)]
+
+    def serving_task(self, name: str) -> str | None:
+        """The task ``name`` serves (None when no version serves)."""
+        loaded = self.representative(name)
+        return loaded.manifest.task if loaded is not None else None
+
+    def default_model(self, task: str) -> str:
+        """The model that serves ``task`` when a request names none (see the module doc)."""
+        explicit = self.config.defaults.get(task)
+        if explicit is not None:
+            if self.serving_task(explicit) == task:
+                return explicit
+            if explicit in self._loading:
+                raise ModelNotReady(
+                    f"the default {task} model {explicit!r} is loading; retry shortly"
+                )
+            raise NotFound(
+                f"the default {task} model {explicit!r} (set in {STORE_FILE}) is not loaded; "
+                f"name a model with the 'model' parameter or load it (POST /models/{explicit}/load)"
+            )
+        first = self._first_loaded.get(task)
+        if first is not None and self.serving_task(first) == task:
+            return first
+        raise NotFound(
+            f"no {task} model is loaded; name one with the 'model' parameter or load one "
+            "(POST /models/{name}/load)"
+        )
+
+    def default_version(self, name: str) -> int | None:
+        """The version answering requests to ``name`` that name none (None: none serves)."""
+        versions = self._models.get(name)
+        if not versions:
+            return None
+        configured = self.config.model(name).default_version
+        if configured is not None:
+            return configured if configured in versions else None
+        return max(versions)
+
+    def lookup(self, task: str, name: str | None, version: int | str | None) -> LoadedModel:
+        """The serving version of ``name`` (or the task's default) for ``task``."""
+        get_task_class(task)  # NotSupported when this build has no such task
+        name = self.default_model(task) if not name else check_name(name)
+        wanted = None if version in (None, "", 0) else check_version(version)
+        versions = self._models.get(name)
+        if not versions:
+            if name in self._loading:
+                raise ModelNotReady(f"model {name!r} is loading; retry shortly")
+            if self.repository.versions(name):
+                raise NotFound(
+                    f"model {name!r} is in the store but not loaded "
+                    f"(load it with POST /models/{name}/load)"
+                )
+            known = ", ".join(sorted(self._models)) or "none"
+            raise NotFound(f"model {name!r} not found (loaded models: {known})")
+        serving = ", ".join(map(str, sorted(versions)))
+        if wanted is None:
+            chosen = self.default_version(name)
+            if chosen is None:
+                configured = self.config.model(name).default_version
+                raise NotFound(
+                    f"the default version {configured} of model {name!r} (set in {STORE_FILE}) "
+                    f"is not serving (serving versions: {serving}); name a version"
+                )
+            wanted = chosen
+        loaded = versions.get(wanted)
+        if loaded is None:
+            if wanted in self._loading.get(name, ()):
+                raise ModelNotReady(f"version {wanted} of model {name!r} is loading; retry shortly")
+            raise NotFound(
+                f"version {wanted} of model {name!r} is not loaded (serving versions: "
+                f"{serving}; load another with POST /models/{name}/load?version=N)"
+            )
+        if loaded.manifest.task != task:
+            raise InvalidInput(
+                f"model {name!r} is a {loaded.manifest.task} model; it cannot serve {task} "
+                f"(use /{_ROUTE[loaded.manifest.task]})"
+            )
+        return loaded
+
+    def admit(self, loaded: LoadedModel, images: int = 1) -> None:
+        """Hold ``loaded`` for a request of ``images`` images, or ``ServerBusy`` when full.
+
+        Counted from arrival (before the body is read or decoded): at most
+        ``max_queue_size + max_batch_size`` images per model version at once.
+        """
+        batching = loaded.manifest.batching
+        limit = batching.max_queue_size + batching.max_batch_size
+        if loaded.inflight + images > limit:
+            raise ServerBusy(
+                f"model {loaded.name!r} has {loaded.inflight} requests in flight (the limit is "
+                f"max_queue_size {batching.max_queue_size} + max_batch_size "
+                f"{batching.max_batch_size} = {limit}); retry later"
+            )
+        loaded.inflight += images
+        self._images_in_flight += images
+
+    def release(self, model: LoadedModel, images: int = 1) -> None:
+        """Give back what ``admit`` held."""
+        model.inflight -= images
+        self._images_in_flight -= images
+
+    def _alone(self) -> bool:
+        """At most one image is in the server (over every model): the one about to run."""
+        return self._images_in_flight <= 1
+
+    def loaded(self) -> dict[str, LoadedModel]:
+        """Every serving model by name, at its default version (or its highest one)."""
+        return {name: m for name in self._models if (m := self.representative(name)) is not None}
+
+    def loaded_versions(self) -> dict[str, dict[int, LoadedModel]]:
+        """Every serving version, by name then version."""
+        return {name: dict(versions) for name, versions in self._models.items() if versions}
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def load(self, name: str, version: int | str | None = None) -> None:
+        """Load (or reload) version ``version`` of ``name`` beside the others; without a
+        version, (re)load what the model's version policy selects and retire the rest."""
+        name = check_name(name)
+        self.refresh_config()
+        if version not in (None, "", 0):
+            await self._load_version(name, check_version(version))
+            return
+        await self.apply_policy(name, reload=True)
+
+    async def apply_policy(
+        self, name: str, *, reload: bool, policy: VersionPolicy | None = None
+    ) -> list[str]:
+        """Make what serves of ``name`` match its version policy and the store.
+
+        Loads the selected versions not serving (``reload``: and reloads the serving
+        ones; otherwise reloads only a version whose files changed, and retries a failed
+        one only once its files change). Versions gone from the store are retired; the
+        others outside the policy only once every selected version serves, so a new
+        version that fails leaves the old one serving. Raises the first load error after
+        doing the rest; returns a line per change. ``policy`` overrides the model's.
+        """
+        policy = policy or self.policy(name)
+        disk = self.repository.versions(name)
+        selected = policy.select(disk)
+        if not selected and reload:
+            raise NotFound(
+                f"the version policy of {name!r} ({policy.describe()}) selects none "
+                f"of its versions in the store ({disk or 'none'})"
+            )
+        changes: list[str] = []
+        first_error: CareServeError | None = None
+        for v in selected:
+            key = (name, v)
+            current = self.repository.fingerprint(name, v)
+            serving = v in self._models.get(name, {})
+            if not reload:
+                if serving and self._fingerprints.get(key) == current:
+                    continue
+                if not serving and self._failed.get(key) == current:
+                    continue
+            try:
+                loaded = await self._load_version(name, v)
+            except CareServeError as exc:
+                first_error = first_error or exc
+                changes.append(f"FAILED {name}/{v}: {exc.message}")
+                continue
+            changes.append(("reloaded " if serving else "") + self._loaded_line(loaded))
+        serving_now = self._models.get(name, {})
+        retire = [v for v in serving_now if v not in disk]
+        if all(v in serving_now for v in selected):
+            retire += [v for v in serving_now if v in disk and v not in selected]
+        for v in sorted(retire):
+            await self.unload(name, v)
+            changes.append(f"unloaded {name}/{v}")
+        if first_error is not None and reload:
+            raise first_error
+        return changes
+
+    async def _load_version(self, name: str, version: int) -> LoadedModel:
+        """Build version ``version`` of ``name``, swap it in, drain the copy it replaces."""
+        async with self._lock(name):
+            key = (name, version)
+            fingerprint = self.repository.fingerprint(name, version)
+            try:
+                package = self.repository.package(name, version)
+            except ModelStoreError as exc:
+                raise self._load_failed(name, version, exc, fingerprint) from None
+            loading = self._loading.setdefault(name, set())
+            loading.add(version)
+            labels = (name, str(version))
+            if version not in self._models.get(name, {}):
+                self.metrics.model_ready.labels(*labels).set(0)
+            try:
+                new = await self._build(package)
+            except CareServeError as exc:
+                raise self._load_failed(name, version, exc, fingerprint) from None
+            except Exception as exc:
+                message = f"loading {name}/{version} failed: {exc!r}"
+                log.exception("%s", message)
+                error = ModelStoreError(message)
+                raise self._load_failed(name, version, error, fingerprint) from exc
+            finally:
+                loading.discard(version)
+                if not loading:
+                    self._loading.pop(name, None)
+            versions = self._models.setdefault(name, {})
+            old = versions.get(version)
+            versions[version] = new  # the atomic swap: new requests see only `new`
+            self._wanted.add(name)
+            self._first_loaded.setdefault(new.manifest.task, name)
+            self._errors.get(name, {}).pop(version, None)
+            self._fingerprints[key] = fingerprint
+            self._failed.pop(key, None)
+            self.metrics.model_ready.labels(*labels).set(1)
+            self.metrics.load_error.labels(*labels).set(0)
+            log.info(
+                "serving %s/%s (%s) after %.2f s",
+                name,
+                version,
+                new.backend.name,
+                new.load_seconds,
+            )
+            if old is not None:
+                await self._retire(old)
+            return new
+
+    def _load_failed(
+        self, name: str, version: int, exc: CareServeError, fingerprint: Fingerprint
+    ) -> CareServeError:
+        """Record the load error of ``name/version`` (full in the log, redacted for clients)."""
+        log.error("loading %s/%s failed: %s", name, version, exc.message)
+        exc.message = redact_paths(exc.message, self.repository.root)
+        errors = self._errors.setdefault(name, {})
+        errors.pop(version, None)  # re-inserted last: the newest error
+        errors[version] = exc.message
+        self._failed[(name, version)] = fingerprint
+        labels = (name, str(version))
+        self.metrics.load_failures.labels(*labels).inc()
+        self.metrics.load_error.labels(*labels).set(1)
+        return exc
+
+    async def unload(self, name: str, version: int | str | None = None) -> None:
+        """Stop serving ``name`` (every version, or only ``version``): refuse new requests,
+        finish the accepted ones, free them."""
+        name = check_name(name)
+        wanted = None if version in (None, "", 0) else check_version(version)
+        async with self._lock(name):
+            versions = self._models.get(name, {})
+            if not versions:
+                raise NotFound(f"model {name!r} is not loaded")
+            if wanted is not None and wanted not in versions:
+                serving = ", ".join(map(str, sorted(versions)))
+                raise NotFound(
+                    f"version {wanted} of model {name!r} is not loaded "
+                    f"(serving versions: {serving})"
+                )
+            retired = [versions.pop(v) for v in ([wanted] if wanted else sorted(versions))]
+            if not versions:
+                self._models.pop(name, None)
+                self._wanted.discard(name)
+                self._forget_default(name)
+            if wanted is None:
+                self._errors.pop(name, None)
+            for old in retired:
+                self._fingerprints.pop((name, old.version), None)
+                await self._retire(old)
+
+    def _forget_default(self, name: str) -> None:
+        """``name`` stopped serving: its tasks' defaults go to the alphabetically first other."""
+        for task, first in list(self._first_loaded.items()):
+            if first != name:
+                continue
+            others = sorted(n for n in self._models if self.serving_task(n) == task)
+            if others:
+                self._first_loaded[task] = others[0]
+            else:
+                del self._first_loaded[task]
+
+    def forget_errors(self, name: str, keep: set[int]) -> None:
+        """Drop the load errors of versions of ``name`` no longer in the store."""
+        errors = self._errors.get(name)
+        if errors:
+            for version in [v for v in errors if v not in keep]:
+                del errors[version]
+
+    async def close(self) -> None:
+        """Unload everything at once (server shutdown: the data plane has answered every
+        request already, so nothing is waited for; a batch still running in a backend
+        thread finishes there)."""
+        for name in list(self._models):
+            for model in self._models.pop(name).values():
+                await self._retire(model, drain_s=0.0)
+        self._wanted.clear()
+
+    async def _retire(self, model: LoadedModel, drain_s: float | None = None) -> None:
+        """Stop ``model`` after its requests finish (at most ``drain_s``, default the
+        ``drain_timeout_s`` setting), then free it."""
+        drain = self.settings.drain_timeout_s if drain_s is None else drain_s
+        model.state = "unloading"
+        loop = asyncio.get_running_loop()
+        end = loop.time() + drain
+        while (model.inflight > 0 or not model.batcher.idle) and loop.time() < end:
+            await asyncio.sleep(0.005)
+        if model.inflight > 0 and drain > 0:
+            log.warning(
+                "%s/%s: %d requests still running after %.0f s; closing anyway",
+                model.name,
+                model.version,
+                model.inflight,
+                drain,
+            )
+        await model.batcher.close()
+        model.executor.shutdown(wait=drain > 0)
+        model.backend.close()
+        model.state = "unloaded"
+        labels = (model.name, str(model.version))
+        if self._models.get(model.name, {}).get(model.version) is None:
+            self.metrics.model_ready.labels(*labels).set(0)
+        self.metrics.queue_depth.labels(*labels).set(0)
+        log.info("unloaded %s/%s", model.name, model.version)
+
+    async def _build(self, package: PackageInfo) -> LoadedModel:
+        manifest = package.manifest
+        labels = read_labels(package.path, manifest)
+        # Before the weights: a manifest the task refuses fails fast and leaks nothing.
+        task = get_task_class(manifest.task)(manifest, labels, self.settings)
+        threads = self._threads
+        executor = ThreadPoolExecutor(1, thread_name_prefix=f"compute-{manifest.name}")
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            backend = await loop.run_in_executor(executor, self._load_backend, package, threads)
+            await loop.run_in_executor(executor, self._warm_up, backend, manifest)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        seconds = time.perf_counter() - started
+        labels_ = (manifest.name, str(manifest.version))
+
+        def run(batch: np.ndarray) -> Any:
+            with self.core_budget.hold(threads):
+                return backend.run(batch)
+
+        batcher = DynamicBatcher(
+            run,
+            manifest.batching,
+            executor,
+            name=f"{manifest.name}/{manifest.version}",
+            on_batch=lambda n, s: self._on_batch(labels_, n),
+            on_queue_depth=self.metrics.queue_depth.labels(*labels_).set,
+        )
+        batcher.start()
+        self.metrics.load_duration.labels(*labels_).set(seconds)
+        return LoadedModel(
+            manifest, package.path, backend, task, batcher, executor, threads, seconds
+        )
+
+    def _on_batch(self, labels: tuple[str, str], size: int) -> None:
+        self.metrics.batch_size.labels(*labels).observe(size)
+        self.metrics.executions.labels(*labels).inc()
+
+    def _load_backend(self, package: PackageInfo, threads: int) -> Backend:
+        return load_backend(
+            package.path,
+            package.manifest,
+            threads,
+            self.settings.backend,
+            spinning=self.settings.onnx_allow_spinning,
+            alone=self._alone,
+        )
+
+    def _warm_up(self, backend: Backend, manifest: Manifest) -> None:
+        """Run batches of 1 and of ``max_batch_size`` so the first request is not slow."""
+        if self.settings.warmup_runs == 0:
+            return
+        shape = (3, manifest.input.height, manifest.input.width)
+        sizes = [1] * self.settings.warmup_runs + [manifest.batching.max_batch_size]
+        for n in sizes:
+            outputs = backend.run(np.zeros((n, *shape), dtype=np.float32))
+            missing = [k for k in manifest.outputs if k not in outputs]
+            wrong = {k: v.shape for k, v in outputs.items() if v.shape[:1] != (n,)}
+            if missing or wrong:
+                raise ModelStoreError(
+                    f"{manifest.name}/{manifest.version}: warm-up produced wrong outputs "
+                    f"(missing {missing}, wrong batch axis {wrong})"
+                )
+
+    # -- listing -------------------------------------------------------------------------
+    def _version_states(self, name: str, disk: list[int]) -> list[dict[str, Any]]:
+        serving = self._models.get(name, {})
+        loading = self._loading.get(name, set())
+        errors = self._errors.get(name, {})
+        default = self.default_version(name)
+        selected = set(self.policy(name).select(disk))
+        states = []
+        for v in sorted(set(disk) | set(serving) | loading):
+            state = (
+                "ready"
+                if v in serving
+                else "loading"
+                if v in loading
+                else "failed"
+                if v in errors
+                else "available"
+            )
+            states.append(
+                {
+                    "version": v,
+                    "state": state,
+                    "default": v == default,
+                    "in_policy": v in selected,
+                    "error": errors.get(v),
+                }
+            )
+        return states
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """State, versions, defaults and manifest summary of one model (loaded or on disk)."""
+        name = check_name(name)
+        disk = self.repository.versions(name)
+        serving = self._models.get(name, {})
+        if not serving and not disk and name not in self._loading:
+            raise NotFound(f"model {name!r} is neither loaded nor in the model store")
+        default = self.default_version(name)
+        loaded = self.representative(name)
+        errors = self._errors.get(name, {})
+        if loaded is not None:
+            state, manifest = "ready", loaded.manifest
+        else:
+            state = "loading" if name in self._loading else "failed" if errors else ("available")
+            try:
+                manifest = self.repository.package(name).manifest
+            except CareServeError:
+                manifest = None
+        error_version, error = next(reversed(errors.items()), (None, None))
+        config = self.config.model(name)
+        info: dict[str, Any] = {
+            "name": name,
+            "state": state,
+            "loaded_version": default,
+            "loaded_versions": sorted(serving),
+            "versions": disk,
+            "version_policy": config.version_policy.describe(),
+            "default_version": default,
+            "default_version_source": (
+                STORE_FILE if config.default_version is not None else "highest serving version"
+            ),
+            "default_for": self.default_for(name),
+            "version_status": self._version_states(name, disk),
+            "error": error,
+            "error_version": error_version,
+        }
+        if manifest is not None:
+            info.update(
+                task=manifest.task,
+                architecture=manifest.architecture,
+                format=manifest.format,
+                input=manifest.input.model_dump(),
+                num_classes=manifest.num_classes,
+                batching=manifest.batching.model_dump(),
+                model_card=redact_values(manifest.model_card.model_dump(), self.repository.root),
+            )
+        if loaded is not None:
+            info.update(
+                backend=loaded.backend.name,
+                threads=loaded.threads,
+                load_seconds=round(loaded.load_seconds, 4),
+                queue_depth=sum(m.batcher.queue_depth for m in serving.values()),
+            )
+        return info
+
+    def default_for(self, name: str) -> list[str]:
+        """The tasks whose requests naming no model go to ``name``."""
+        tasks = []
+        for task in TASKS:
+            try:
+                if self.default_model(task) == name:
+                    tasks.append(task)
+            except CareServeError:
+                continue
+        return tasks
+
+    def defaults(self) -> dict[str, dict[str, Any]]:
+        """Per task: the default model, where the choice comes from, and whether it serves."""
+        result: dict[str, dict[str, Any]] = {}
+        for task in TASKS:
+            explicit = self.config.defaults.get(task)
+            name = explicit or self._first_loaded.get(task)
+            if name is None:
+                continue
+            result[task] = {
+                "model": name,
+                "source": STORE_FILE if explicit else "first loaded",
+                "serving": self.serving_task(name) == task,
+            }
+        return result
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Every model loaded or in the store, with its state and versions."""
+        names = sorted(set(self.repository.model_names()) | set(self._models) | set(self._loading))
+        return [self.describe(n) for n in names]
+
+    def ready(self) -> bool:
+        """Start-up loading finished and (strict readiness) every wanted model is serving.
+
+        A reload never flips it: the old version serves until the new one is swapped in.
+        """
+        if not self._started:
+            return False
+        return not self.settings.strict_readiness or not self.not_serving()
+
+    def not_serving(self) -> list[str]:
+        """Models that should be serving but are not (why readiness is false)."""
+        return sorted(n for n in self._wanted if not self._models.get(n))
+
+
+_ROUTE = {
+    task: {"classification": "classify", "detection": "detect"}.get(task, "segment")
+    for task in TASKS
+}

@@ -1,0 +1,52 @@
+"""The FastAPI application factory: no module-level app, tests build their own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from care_serve import __version__
+from care_serve.serving.data_plane import DataPlane
+from care_serve.settings import Settings
+from care_serve.transports.rest.access import AccessLogMiddleware
+from care_serve.transports.rest.errors import install_error_handlers
+from care_serve.transports.rest.openapi import install_openapi
+from care_serve.transports.rest.routers import health, inference, models
+from care_serve.transports.v2 import rest as v2_rest
+from care_serve.transports.web import install_docs, install_web
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
+    """The REST app serving ``data_plane`` (shared with the gRPC server)."""
+    meta: dict[str, Any] = {
+        "title": "care-serve",
+        "version": __version__,
+        "description": "CARE vision transformers on CPUs: classification, detection and "
+        "segmentation. Errors are JSON "
+        '`{"error": {"type", "message", "request_id"}}`; under `/v2` (the Open Inference '
+        'Protocol, KServe v2 / Triton) they are the protocol\'s `{"error": "message"}`. The '
+        "page for people is at [/](/).",
+    }
+    # The docs routes are our own (transports.web.docs): Swagger UI and ReDoc from local files.
+    app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.enable_docs else None,
+        **meta,
+    )
+    if settings.enable_docs:
+        install_docs(app)
+    app.state.data_plane = data_plane
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(inference.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    app.include_router(v2_rest.router)
+    install_web(app)
+    install_openapi(app, settings)
+    app.add_middleware(AccessLogMiddleware)
+    return app

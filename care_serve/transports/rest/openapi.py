@@ -1,0 +1,72 @@
+"""The served OpenAPI document, made to say what the server really does.
+
+FastAPI documents a 422 validation response on every route with parameters; this
+server answers bad parameters with 400 (``care_serve.transports.rest.errors``), so those go.
+Limits checked by the tasks themselves (so that their messages, which name the
+model's own limit, reach the client) and limits that come from the settings
+(``max_top_k``) are declared here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from care_serve.settings import Settings
+from care_serve.tasks.detection import MAX_PRE_NMS_TOP_K
+
+__all__ = ["install_openapi"]
+
+_VALIDATION_REF = "#/components/schemas/HTTPValidationError"
+
+
+def _is_fastapi_validation(response: dict[str, Any]) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return bool(schema.get("$ref") == _VALIDATION_REF)
+
+
+def _constrain(schema: dict[str, Any], **limits: float) -> None:
+    """Add ``limits`` (minimum, maximum) to the numeric branch of a parameter schema."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") in ("integer", "number"):
+            branch.update(limits)
+
+
+def tidy_openapi(doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Drop FastAPI's 422 validation responses; declare the settings' parameter limits."""
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if "422" in responses and _is_fastapi_validation(responses["422"]):
+                del responses["422"]
+            limits = {
+                "top_k": {"minimum": 1, "maximum": settings.max_top_k},
+                "score_threshold": {"minimum": 0, "maximum": 1},
+                "max_detections": {"minimum": 1, "maximum": MAX_PRE_NMS_TOP_K},
+            }
+            for param in operation.get("parameters", []):
+                if param.get("name") in limits:
+                    _constrain(param["schema"], **limits[param["name"]])
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return doc
+
+
+def install_openapi(app: FastAPI, settings: Settings) -> None:
+    """Serve the tidied document (built once, on first request)."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = tidy_openapi(doc, settings)
+        return app.openapi_schema
+
+    app.openapi = build  # type: ignore[method-assign]
