@@ -1,22 +1,22 @@
-"""Shared test helpers: fixture paths and the relative-error measure."""
+"""Fixtures shared by every test folder: golden data, tiny packages and running stacks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
-FIXTURES = Path(__file__).parent / "fixtures"
-OFFICIAL_S0_CHECKPOINT = FIXTURES / "care_s0_official_fp16.pth.tar"
+from care_serve.server import BackgroundStack
+from care_serve.store import write_package
+from tests.helpers.packages import LABELS, NUM_CLASSES, SIZE, make_manifest
+from tests.helpers.paths import FIXTURES, OFFICIAL_S0_CHECKPOINT
+from tests.helpers.stacks import test_settings
 
-
-def rel_error(out: object, ref: object) -> float:
-    """``||out - ref|| / ||ref||`` for numpy arrays or torch tensors."""
-    a = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, np.float64)
-    b = np.asarray(ref.detach().cpu().numpy() if hasattr(ref, "detach") else ref, np.float64)
-    assert a.shape == b.shape, f"shape {a.shape} != reference {b.shape}"
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+StackFactory = Callable[..., BackgroundStack]
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +27,67 @@ def official_s0_path() -> Path:
 @pytest.fixture(scope="session")
 def golden_input() -> np.ndarray:
     return np.load(FIXTURES / "care_s0_official_input.npy")
+
+
+@pytest.fixture(scope="module")
+def single_thread_torch() -> Iterator[None]:
+    """Torch on one thread: for tiny tensors, extra OpenMP threads on a shared 2-core
+    machine spin and make small ops many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[Any, Path, Path]]:
+    """Two random care_tiny models: version -> (torch model, onnx file, checkpoint file)."""
+    import torch
+
+    from care_serve.models import create_model
+    from care_serve.offline.export import export_onnx
+
+    out = tmp_path_factory.mktemp("tiny_models")
+    models = {}
+    for version in (1, 2):
+        torch.manual_seed(version)
+        model = create_model("care_tiny", num_classes=NUM_CLASSES)
+        onnx_path = out / f"v{version}.onnx"
+        # Fused export without the exporter's own parity run (the tests compare to torch).
+        export_onnx(model, onnx_path, input_size=(SIZE, SIZE), verify=False)
+        ckpt = out / f"v{version}.pth"
+        torch.save({"state_dict_ema": model.state_dict()}, ckpt)
+        models[version] = (model, onnx_path, ckpt)
+    return models
+
+
+@pytest.fixture
+def store(tmp_path: Path, tiny_models: dict[int, tuple[Any, Path, Path]]) -> Path:
+    """A store with tiny/1 (ONNX)."""
+    root = tmp_path / "store"
+    write_package(root, make_manifest(), tiny_models[1][1], LABELS)
+    return root
+
+
+@pytest.fixture
+def start_stack() -> Iterator[StackFactory]:
+    """Start a real stack (uvicorn + grpc on free loopback ports); stopped after the test."""
+    stacks: list[BackgroundStack] = []
+
+    def start(model_store: Path, **overrides: Any) -> BackgroundStack:
+        stack = BackgroundStack(test_settings(model_store, **overrides), CollectorRegistry())
+        stacks.append(stack)
+        return stack.__enter__()
+
+    yield start
+    for stack in stacks:
+        stack.close()
+
+
+@pytest.fixture(scope="session")
+def served() -> Iterator[BackgroundStack]:
+    """The three bundled shapes-* models behind REST and gRPC."""
+    with BackgroundStack(test_settings(), CollectorRegistry()) as stack:
+        yield stack

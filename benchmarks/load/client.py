@@ -410,8 +410,8 @@ def free_port() -> int:
 
 def build_bench_store(root: Path, arch: str = "care_s0", size: int = 224) -> Path:
     """A store holding ``arch`` with random weights as fused ONNX (needs torch)."""
-    from care_serve.commands.import_model import export_to_onnx, imagenet_labels
     from care_serve.models import create_model
+    from care_serve.offline.importer import export_to_onnx, imagenet_labels
     from care_serve.store import InputSpec, Manifest, ModelCard, write_package
 
     model = create_model(arch)

@@ -106,8 +106,8 @@ def run_benchmark(
     """Benchmark every variant at every batch size; see the module docstring."""
     from care_serve.backends.onnx_session import create_onnx_session
     from care_serve.models import create_model
-    from care_serve.offline.export import export_onnx
     from care_serve.models.fuse import fuse_model
+    from care_serve.offline.export import export_onnx
 
     if threads < 1 or rounds < 1 or number < 1 or warmup < 0:
         raise ValueError("threads, rounds and number must be >= 1 and warmup >= 0")

@@ -2,7 +2,7 @@
 
 All listen on 127.0.0.1 only. The FastAPI peers run under uvicorn's defaults
 (``--loop auto --http auto``: uvloop and httptools when installed) without access
-logs; TorchServe runs its defaults plus the settings of issue 11 (eager, 1 worker,
+logs; TorchServe runs its defaults plus tuned settings (eager, 1 worker,
 batch 8, 5 ms delay).
 """
 

@@ -40,7 +40,7 @@ def care_serve_store(checkpoint: Path, arch: str, model_name: str, root: Path) -
     store = root / "store"
     cmd = [
         sys.executable, "-m", "care_serve", "import", str(checkpoint), "--arch", arch,
-        "--name", model_name, "--store", str(store),
+        "--name", model_name, "--model-store", str(store),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=900)
     return Artefacts(checkpoint, arch, model_name, store)

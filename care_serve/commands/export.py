@@ -7,14 +7,9 @@ import sys
 import time
 from typing import Any
 
-from care_serve.commands.sizes import add_input_size_option, parse_size
+from care_serve.commands.sizes import add_input_size_option
 
-__all__ = ["load_variant", "parse_resolution", "register", "run"]
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """``"224"`` -> (224, 224); ``"256x320"`` -> (256, 320) (height x width)."""
-    return parse_size(text, 32)
+__all__ = ["load_variant", "register", "run"]
 
 
 def load_variant(name: str, checkpoint: str | None, use_ema: bool = True) -> Any:

@@ -25,6 +25,7 @@ PAPER = (
     "Zhou et al., CARE Transformer: Mobile-Friendly Linear Visual Transformer via Decoupled "
     "Dual Interaction, CVPR 2025, arXiv:2411.16170"
 )
+OFFICIAL_LICENSE = "MIT"  # the licence the authors publish their code and weights under
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--filename", default=None, help="file in the hub repo (default: table)")
     parser.add_argument(
         "--model-store",
-        dest="store",
         default="model_store",
         help="model store (default model_store)",
     )
@@ -121,30 +121,27 @@ def run(args: argparse.Namespace) -> int:
     """Download (or take from the cache) and import; prints where the package went."""
     from huggingface_hub import hf_hub_url
 
-    from care_serve.commands.import_model import import_checkpoint
+    from care_serve.commands.import_model import print_result, progress_printer
+    from care_serve.offline.importer import ImportOptions, import_checkpoint
 
     weights = official_weights(args.variant)
     filename = args.filename or weights.filename
     path = download(filename, args.revision, args.offline)
     commit = path.parent.name  # the cache keeps files under snapshots/<commit>/
     print(f"checkpoint {path}", flush=True)
-    imported = argparse.Namespace(
-        checkpoint=str(path),
+    options = ImportOptions(
+        checkpoint=path,
         arch=args.variant,
         name=args.name or args.variant.replace("_", "-"),
         version=args.version,
+        model_store=Path(args.model_store),
         labels="imagenet",
-        store=args.store,
         format=args.format,
         input_size=args.input_size,
         description=f"{args.variant} ImageNet-1k classifier, the authors' official checkpoint "
         f"({PAPER}).",
-        license="",
-        no_ema=False,
+        license=OFFICIAL_LICENSE,
         overwrite=args.overwrite,
-    )
-    return import_checkpoint(
-        imported,
         source=hf_hub_url(HUB_REPO, filename, revision=commit),
         metrics={"imagenet_top1_paper": weights.top1, "gmacs_paper": weights.gmacs},
         card_notes={
@@ -156,3 +153,5 @@ def run(args: argparse.Namespace) -> int:
             "hub_commit": commit,
         },
     )
+    print_result(import_checkpoint(options, progress=progress_printer()), options)
+    return 0

@@ -3,9 +3,10 @@
 A faithful re-implementation of the authors' model definition: parameter names
 and shapes match the released checkpoints exactly, so official files load with
 strict checking. The file follows timm's order: small blocks, the block, the
-stage, the network, the variant table, the constructors.
+stage, the network, the variant table; ``care_serve.models.create_model`` builds
+a variant by name.
 
-Layout of one block with ``C = 4g`` channels (see ``ARCHITECTURE.md``)::
+Layout of one block with ``C = 4g`` channels::
 
     m, a, c3, c7 = split(x, [g, g, g, g])
     f = cat(mix_a(a), dw3(c3), dw7(c7))        # token mixer

@@ -20,7 +20,7 @@ replaces, bottom-up, every module that has a fusion rule:
   Linear), and a ``CARE`` network's ``head`` + ``dist_head`` merged into one.
 
 All rewrites are exact in real arithmetic; in float32 the fused model agrees to a
-relative error around 1e-7 (see ``tests/models/test_fuse.py``).
+relative error around 1e-7 (see ``tests/unit/models/test_fuse.py``).
 """
 
 from __future__ import annotations

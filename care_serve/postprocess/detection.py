@@ -76,7 +76,10 @@ def decode_boxes(box_ltrb: np.ndarray, points: np.ndarray, strides: np.ndarray) 
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU ``(n, m)`` of xyxy boxes ``a (n, 4)`` and ``b (m, 4)``."""
+    """Pairwise IoU ``(n, m)`` of xyxy boxes ``a (n, 4)`` and ``b (m, 4)`` (continuous
+    coordinates, no +1; any array-like, empty included)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
     area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
     area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])

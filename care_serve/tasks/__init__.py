@@ -1,4 +1,4 @@
-"""Task plugins: classification now; detection and segmentation register the same way."""
+"""Tasks: what a model answers (classification, detection, segmentation), as plugins."""
 
 from care_serve.imaging.preprocess import PreprocessMeta, normalize, preprocess_image
 from care_serve.tasks.base import TASK_MODULES, Task, get_task_class, register_task

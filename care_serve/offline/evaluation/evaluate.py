@@ -61,7 +61,7 @@ from care_serve.offline.evaluation.metrics import (
 )
 from care_serve.offline.evaluation.runner import PackageRunner
 
-__all__ = ["DetectionOptions", "Evaluation", "evaluate", "evaluate_package", "label_mapping"]
+__all__ = ["DetectionOptions", "Evaluation", "evaluate", "label_mapping"]
 
 
 @dataclass
@@ -391,25 +391,3 @@ def evaluate(
         return EVALUATORS[runner.manifest.task](runner, data_dir, split, progress)
     finally:
         runner.close()
-
-
-def evaluate_package(
-    package_dir: str | os.PathLike[str],
-    data_dir: str | os.PathLike[str],
-    split: str = "val",
-    *,
-    task: str | None = None,
-    threads: int = 1,
-    progress: bool = False,
-    detection: DetectionOptions | None = None,
-) -> dict[str, float]:
-    """Metrics of the package on ``data_dir``/``split`` (see the module docstring)."""
-    return evaluate(
-        package_dir,
-        data_dir,
-        split,
-        task=task,
-        threads=threads,
-        progress=progress,
-        detection=detection,
-    ).metrics

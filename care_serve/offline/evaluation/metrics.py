@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from care_serve.postprocess.detection import box_iou
+
 __all__ = [
     "ConfusionMatrix",
     "DetectionCounts",
@@ -50,19 +52,6 @@ def accuracy(predicted: Sequence[int] | np.ndarray, target: Sequence[int] | np.n
             f"need two equal-length non-empty label lists, got {p.shape} and {t.shape}"
         )
     return float((p == t).mean())
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU ``(n, m)`` of xyxy boxes (continuous coordinates, no +1)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 @dataclass

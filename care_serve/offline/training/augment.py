@@ -18,7 +18,7 @@ __all__ = [
     "Dihedral",
     "colour_jitter",
     "crop_boxes",
-    "normalise",
+    "normalize_batch",
     "random_crop",
     "random_dihedral",
 ]
@@ -69,7 +69,7 @@ def colour_jitter(image: np.ndarray, rng: np.random.Generator, strength: float =
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def normalise(images: np.ndarray) -> torch.Tensor:
+def normalize_batch(images: np.ndarray) -> torch.Tensor:
     """``(B, H, W, 3)`` uint8 -> ``(B, 3, H, W)`` float32 with the ImageNet mean/std."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from care_serve.offline.training.augment import colour_jitter, normalise, random_dihedral
+from care_serve.offline.training.augment import colour_jitter, normalize_batch, random_dihedral
 from care_serve.offline.training.datasets import read_image_folder
 from care_serve.offline.training.preprocess import CachedDataset, cache_classification
 from care_serve.offline.training.task import Batch, TrainTask
@@ -70,7 +70,7 @@ class ClassificationTask(TrainTask):
             images = np.stack(
                 [colour_jitter(random_dihedral(rng, square).image(im), rng) for im in images]
             )
-        return Batch(normalise(images), torch.from_numpy(data.labels[indices]))
+        return Batch(normalize_batch(images), torch.from_numpy(data.labels[indices]))
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         logits = model(batch.inputs)

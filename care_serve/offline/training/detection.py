@@ -12,7 +12,7 @@ from torch import nn
 from care_serve.offline.training.augment import (
     colour_jitter,
     crop_boxes,
-    normalise,
+    normalize_batch,
     random_crop,
     random_dihedral,
 )
@@ -69,7 +69,7 @@ class DetectionTask(TrainTask):
                 image, boxes = colour_jitter(sym.image(image), rng), sym.boxes(boxes, w, h)
             images.append(image)
             targets.append({"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)})
-        return Batch(normalise(np.stack(images)), targets)
+        return Batch(normalize_batch(np.stack(images)), targets)
 
     def postprocessing(self) -> dict[str, Any]:
         """The served defaults chosen by the evaluation (docs/training.md): one box per object.

@@ -11,7 +11,7 @@ from torch import nn
 
 from care_serve.offline.training.augment import (
     colour_jitter,
-    normalise,
+    normalize_batch,
     random_crop,
     random_dihedral,
 )
@@ -68,7 +68,7 @@ class SegmentationTask(TrainTask):
             images.append(image)
             masks.append(mask)
         targets = torch.from_numpy(np.ascontiguousarray(np.stack(masks))).long()
-        return Batch(normalise(np.stack(images)), targets)
+        return Batch(normalize_batch(np.stack(images)), targets)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         from care_serve.models.segmentation import segmentation_loss

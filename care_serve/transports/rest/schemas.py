@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -19,7 +18,6 @@ __all__ = [
     "SegmentResponse",
     "Timings",
     "detect_response",
-    "generic_response",
     "segment_response",
 ]
 
@@ -98,19 +96,6 @@ def classify_response(result: InferenceResult) -> ClassifyResponse:
         batch_size=result.batch_size,
         timings_ms=Timings(**result.timings_ms),
     )
-
-
-def generic_response(result: InferenceResult) -> dict[str, Any]:
-    """Any task's result: common fields plus the task result's own fields."""
-    return {
-        "model": result.model,
-        "version": result.version,
-        "image_width": result.image_width,
-        "image_height": result.image_height,
-        **result.result.model_dump(mode="json"),
-        "batch_size": result.batch_size,
-        "timings_ms": result.timings_ms,
-    }
 
 
 def detect_response(result: InferenceResult) -> DetectResponse:
