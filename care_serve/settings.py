@@ -35,7 +35,7 @@ def cpu_count() -> int:
 
 
 class Settings(BaseSettings):
-    """Everything an operator can configure; documented in ``docs/serving.md``."""
+    """Everything an operator can configure; documented in ``docs/operations.md``."""
 
     model_config = SettingsConfigDict(env_prefix="CARE_SERVE_", extra="forbid")
 

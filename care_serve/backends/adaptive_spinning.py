@@ -3,7 +3,7 @@
 onnxruntime decides at session creation whether its intra-op workers busy-wait
 between operators ("spinning"); a run cannot switch. Spinning shortens a lone
 request on idle cores and lengthens it on shared ones, where the busy-waiting
-workers lose their cores to the neighbours (docs/PERFORMANCE.md measured both:
+workers lose their cores to the neighbours (docs/performance.md measured both:
 it depends on the machine, not on the server's own queue). So
 ``onnx_allow_spinning=auto`` keeps two sessions of the same model:
 

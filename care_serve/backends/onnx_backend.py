@@ -17,7 +17,7 @@ def make_session(path: Path, threads: int, allow_spinning: bool = False) -> Any:
     """An ``InferenceSession`` with the tuned options of ``care_serve.backends.onnx_session``.
 
     Spinning is off by default: idle intra-op threads sleep instead of busy-waiting,
-    which leaves the cores to image decoding (see ``docs/PERFORMANCE.md``).
+    which leaves the cores to image decoding (see ``docs/performance.md``).
     """
     from care_serve.backends.onnx_session import create_onnx_session
 

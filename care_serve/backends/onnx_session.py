@@ -1,6 +1,6 @@
 """ONNX Runtime sessions with the options care-serve measured to be fastest (no torch import).
 
-See ``docs/PERFORMANCE.md`` for the measurements behind each option.
+See ``docs/performance.md`` for the measurements behind each option.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def session_options(
     operators of a run but stops them as soon as the run returns
     (``session.force_spinning_stop``), so an idle session never steals cycles
     from image decoding, other sessions or other processes. ``spinning=False``
-    lets idle workers sleep even inside a run. See ``docs/PERFORMANCE.md``.
+    lets idle workers sleep even inside a run. See ``docs/performance.md``.
     """
     import onnxruntime as ort
 

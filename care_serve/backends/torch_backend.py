@@ -32,7 +32,18 @@ def _build_classifier(manifest: Manifest, weights: Path) -> torch.nn.Module:
     )
 
 
-_BUILDERS: dict[str, Builder] = {"classification": _build_classifier}
+def _build_embedder(manifest: Manifest, weights: Path) -> torch.nn.Module:
+    """The classifier of the checkpoint (its class count is in ``model_kwargs``), embedding."""
+    from care_serve.models import create_model
+    from care_serve.models.embedding import CAREEmbedder
+
+    return CAREEmbedder(create_model(manifest.architecture, weights, **manifest.model_kwargs))
+
+
+_BUILDERS: dict[str, Builder] = {
+    "classification": _build_classifier,
+    "embedding": _build_embedder,
+}
 
 
 def register_builder(task: str, builder: Builder) -> None:

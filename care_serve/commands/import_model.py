@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from care_serve.commands.sizes import add_input_size_option
-from care_serve.offline.importer import ImportOptions, ImportResult
+from care_serve.offline.importer import IMPORT_TASKS, ImportOptions, ImportResult
 
 
 def register(subparsers: Any) -> None:
@@ -27,6 +27,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint file (.pth/.pth.tar)")
     parser.add_argument("--arch", required=True, help="variant, e.g. care_s0, care_s1, care_s2")
+    parser.add_argument(
+        "--task",
+        choices=IMPORT_TASKS,
+        default="classification",
+        help="classification (default): class probabilities; embedding: the image's feature "
+        "vector (the classifier's pre-logits), for similarity search",
+    )
     parser.add_argument("--name", required=True, help="model name in the store")
     parser.add_argument("--version", type=int, default=1, help="package version (default 1)")
     parser.add_argument(
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=Path(args.checkpoint),
         arch=args.arch,
         name=args.name,
+        task=args.task,
         version=args.version,
         model_store=Path(args.model_store),
         labels=args.labels,
@@ -73,8 +81,8 @@ def print_result(result: ImportResult, options: ImportOptions) -> None:
     """Where the package went, its format, classes, input size and export parity."""
     height, width = options.input_size
     print(
-        f"wrote {result.path} ({options.format}, {result.num_classes} classes, "
-        f"input {height}x{width})"
+        f"wrote {result.path} ({options.format}, {options.task}, {result.num_classes} "
+        f"{'values' if options.task == 'embedding' else 'classes'}, input {height}x{width})"
     )
     if result.rel_error is not None:
         print(f"export parity: relative error {result.rel_error:.2e}")

@@ -15,7 +15,7 @@ replaces, bottom-up, every module that has a fusion rule:
   ``(B, heads, d, N)`` layout that NCHW reshapes to for free. Per-channel scales
   are 1x1 depthwise convs so onnxruntime keeps the block in its blocked layout.
   (One depthwise conv over all channels with zero-padded kernels instead of the
-  split was measured and rejected: see ``docs/PERFORMANCE.md``.)
+  split was measured and rejected: see ``docs/performance.md``.)
 - ``ClassifierHead`` -> :class:`FusedHead` (LayerNorm affine folded into the
   Linear), and a ``CARE`` network's ``head`` + ``dist_head`` merged into one.
 

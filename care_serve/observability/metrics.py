@@ -3,7 +3,7 @@
 Names follow Triton's vocabulary (request counts by outcome, queue vs compute
 time, execution counts) but as seconds-based histograms, so percentiles can be
 computed. Labels: ``model``, ``version``, and ``protocol`` (rest | grpc | v2-rest | v2-grpc) where
-a request is involved. The list is in ``docs/serving.md``.
+a request is involved. The list is in ``docs/operations.md``.
 """
 
 from __future__ import annotations

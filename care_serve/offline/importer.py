@@ -1,10 +1,12 @@
-"""Import a CARE checkpoint into the model store as a classification package.
+"""Import a CARE checkpoint into the model store as a classification or embedding package.
 
 ONNX (default): the checkpoint is loaded with strict checking, fused and exported
 with ``care_serve.offline.export.export_onnx`` (parity against the torch model on
 random inputs), and written with a manifest whose model card records the source
 file, its sha256 and the parity error. PyTorch: the checkpoint itself is copied
-into the package after it loaded cleanly. ``care-serve import`` and
+into the package after it loaded cleanly. An embedding package serves the
+network's pre-logit features (``care_serve.models.embedding.CAREEmbedder``)
+instead of its logits. ``care-serve import`` and
 ``care-serve pull`` are thin commands over ``import_checkpoint``.
 """
 
@@ -23,6 +25,7 @@ from care_serve.store import InputSpec, Manifest, ModelCard, Preprocessing, writ
 from care_serve.store.package import package_path
 
 __all__ = [
+    "IMPORT_TASKS",
     "ImportOptions",
     "ImportResult",
     "export_to_onnx",
@@ -42,6 +45,7 @@ class ImportOptions:
     checkpoint: Path
     arch: str
     name: str
+    task: Literal["classification", "embedding"] = "classification"
     version: int = 1
     model_store: Path = Path("model_store")
     labels: str | None = None  # "imagenet", a file of names, or None (ImageNet for 1000)
@@ -99,14 +103,22 @@ def _read_label_file(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+IMPORT_TASKS = ("classification", "embedding")
+OUTPUT_NAMES = {"classification": "logits", "embedding": "embedding"}
+
+
 def export_to_onnx(
-    model: Any, path: Path, input_size: tuple[int, int], progress: Progress | None = None
+    model: Any,
+    path: Path,
+    input_size: tuple[int, int],
+    progress: Progress | None = None,
+    output_name: str = "logits",
 ) -> dict[str, Any]:
-    """Fused ONNX export of a classifier with its parity check; what the model card records."""
+    """Fused ONNX export with its parity check; what the model card records."""
     from care_serve.offline.export import export_onnx
 
     report = export_onnx(
-        model, path, input_size=input_size, output_names=["logits"], progress=progress
+        model, path, input_size=input_size, output_names=[output_name], progress=progress
     )
     errors = {k: float(v) for k, v in report.rel_errors.items()}
     return {
@@ -125,6 +137,7 @@ def import_checkpoint(options: ImportOptions, progress: Progress | None = None) 
     An existing package is refused before any work unless ``overwrite`` is set.
     """
     from care_serve.models import create_model, read_state_dict
+    from care_serve.models.embedding import CAREEmbedder
 
     step = progress or (lambda _message: None)
     ckpt = options.checkpoint
@@ -146,15 +159,27 @@ def import_checkpoint(options: ImportOptions, progress: Progress | None = None) 
         num_classes=num_classes,
         distillation=distillation,
     )
-    labels = resolve_labels(options.labels, num_classes)
-    digest = sha256_file(ckpt)
     cfg = model.pretrained_cfg
+    model_kwargs: dict[str, Any] = {"distillation": distillation}
+    network: Any = model
+    out_width = num_classes  # the manifest's num_classes: classes, or the embedding's length
+    if options.task == "embedding":
+        network = CAREEmbedder(model).eval()
+        out_width = network.dim
+        model_kwargs["num_classes"] = num_classes  # to rebuild the checkpoint's network
+        if options.labels is not None:
+            raise ValueError("an embedding model has no classes: drop --labels")
+        labels = None
+    else:
+        labels = resolve_labels(options.labels, num_classes)
+    digest = sha256_file(ckpt)
+    output = OUTPUT_NAMES[options.task]
     with tempfile.TemporaryDirectory() as tmp:
         notes: dict[str, Any] = {"checkpoint_file": ckpt.name, **options.card_notes}
         if options.format == "onnx":
             weights = Path(tmp) / "model.onnx"
             step(f"exporting fused ONNX at {height}x{width}, then the parity check vs torch")
-            notes.update(export_to_onnx(model, weights, (height, width), progress=step))
+            notes.update(export_to_onnx(network, weights, (height, width), step, output))
             if notes.get("rel_error") is not None:
                 step(f"parity check: relative error {notes['rel_error']:.2e}")
         else:
@@ -163,12 +188,13 @@ def import_checkpoint(options: ImportOptions, progress: Progress | None = None) 
         manifest = Manifest(
             name=options.name,
             version=options.version,
-            task="classification",
+            task=options.task,
             architecture=options.arch,
             format=options.format,
             weights=weights.name,
-            num_classes=num_classes,
-            model_kwargs={"distillation": distillation},
+            num_classes=out_width,
+            model_kwargs=model_kwargs,
+            outputs=[output],
             input=InputSpec(height=height, width=width),
             preprocessing=Preprocessing(
                 mode="center_crop",
@@ -178,9 +204,7 @@ def import_checkpoint(options: ImportOptions, progress: Progress | None = None) 
                 std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
             ),
             model_card=ModelCard(
-                description=options.description
-                or f"{options.arch} image classifier ({num_classes} classes) imported from "
-                f"{ckpt.name}",
+                description=options.description or _description(options, out_width, ckpt.name),
                 source=options.source or str(ckpt.resolve()),
                 source_sha256=digest,
                 metrics=dict(options.metrics),
@@ -192,4 +216,10 @@ def import_checkpoint(options: ImportOptions, progress: Progress | None = None) 
         path = write_package(
             options.model_store, manifest, weights, labels, overwrite=options.overwrite
         )
-    return ImportResult(path=path, num_classes=num_classes, rel_error=notes.get("rel_error"))
+    return ImportResult(path=path, num_classes=out_width, rel_error=notes.get("rel_error"))
+
+
+def _description(options: ImportOptions, width: int, source: str) -> str:
+    if options.task == "embedding":
+        return f"{options.arch} image embedding ({width} values) imported from {source}"
+    return f"{options.arch} image classifier ({width} classes) imported from {source}"

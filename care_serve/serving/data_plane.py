@@ -62,25 +62,12 @@ from care_serve.observability.request_context import note_model
 from care_serve.serving.manager import LoadedModel, ModelManager
 from care_serve.serving.workers import WorkerPools
 from care_serve.settings import Settings
+from care_serve.tasks.base import InferenceResult
 
 __all__ = ["BodyReader", "DataPlane", "InferenceResult", "outcome_of"]
 
 T = TypeVar("T")
 BodyReader = Callable[[], Awaitable[bytes]]
-
-
-@dataclass(frozen=True)
-class InferenceResult:
-    """A task result plus where the request spent its time (milliseconds)."""
-
-    model: str
-    version: int
-    task: str
-    result: BaseModel
-    image_width: int
-    image_height: int
-    batch_size: int
-    timings_ms: dict[str, float]
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,10 @@ from care_serve.serving.batching import DynamicBatcher
 from care_serve.serving.core_budget import CoreBudget
 from care_serve.settings import Settings, cpu_count
 from care_serve.store.config import STORE_FILE, StoreConfig, VersionPolicy
-from care_serve.store.manifest import TASKS, Manifest
+from care_serve.store.manifest import Manifest
 from care_serve.store.package import read_labels
 from care_serve.store.repository import ModelRepository, PackageInfo, check_name, check_version
-from care_serve.tasks.base import Task, get_task_class
+from care_serve.tasks.base import Task, get_task_class, task_names
 
 __all__ = ["LoadedModel", "ModelManager"]
 
@@ -281,7 +281,7 @@ class ModelManager:
         if loaded.manifest.task != task:
             raise InvalidInput(
                 f"model {name!r} is a {loaded.manifest.task} model; it cannot serve {task} "
-                f"(use /{_ROUTE[loaded.manifest.task]})"
+                f"(use /{get_task_class(loaded.manifest.task).route})"
             )
         return loaded
 
@@ -527,9 +527,10 @@ class ModelManager:
 
     async def _build(self, package: PackageInfo) -> LoadedModel:
         manifest = package.manifest
-        labels = read_labels(package.path, manifest)
+        task_class = get_task_class(manifest.task)
+        labels = read_labels(package.path, manifest) if task_class.has_labels else []
         # Before the weights: a manifest the task refuses fails fast and leaks nothing.
-        task = get_task_class(manifest.task)(manifest, labels, self.settings)
+        task = task_class(manifest, labels, self.settings)
         threads = self._threads
         executor = ThreadPoolExecutor(1, thread_name_prefix=f"compute-{manifest.name}")
         loop = asyncio.get_running_loop()
@@ -678,7 +679,7 @@ class ModelManager:
     def default_for(self, name: str) -> list[str]:
         """The tasks whose requests naming no model go to ``name``."""
         tasks = []
-        for task in TASKS:
+        for task in task_names():
             try:
                 if self.default_model(task) == name:
                     tasks.append(task)
@@ -689,7 +690,7 @@ class ModelManager:
     def defaults(self) -> dict[str, dict[str, Any]]:
         """Per task: the default model, where the choice comes from, and whether it serves."""
         result: dict[str, dict[str, Any]] = {}
-        for task in TASKS:
+        for task in task_names():
             explicit = self.config.defaults.get(task)
             name = explicit or self._first_loaded.get(task)
             if name is None:
@@ -718,9 +719,3 @@ class ModelManager:
     def not_serving(self) -> list[str]:
         """Models that should be serving but are not (why readiness is false)."""
         return sorted(n for n in self._wanted if not self._models.get(n))
-
-
-_ROUTE = {
-    task: {"classification": "classify", "detection": "detect"}.get(task, "segment")
-    for task in TASKS
-}

@@ -28,7 +28,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from care_serve.errors import ModelStoreError
-from care_serve.store.manifest import TASKS, validate_model_name, validate_version
+from care_serve.store.manifest import validate_model_name, validate_version
+from care_serve.task_registry import task_names
 
 __all__ = ["STORE_FILE", "ModelConfig", "StoreConfig", "VersionPolicy", "read_store_config"]
 
@@ -100,9 +101,9 @@ class StoreConfig(BaseModel):
     @field_validator("defaults")
     @classmethod
     def _defaults(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = [task for task in value if task not in TASKS]
+        unknown = [task for task in value if task not in task_names()]
         if unknown:
-            raise ValueError(f"unknown tasks {unknown}; tasks are {', '.join(TASKS)}")
+            raise ValueError(f"unknown tasks {unknown}; tasks are {', '.join(task_names())}")
         return {task: validate_model_name(name) for task, name in value.items()}
 
     @field_validator("models")

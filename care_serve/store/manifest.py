@@ -5,7 +5,7 @@ weights file it names and, optionally, ``labels.txt`` (one class name per
 line, in class-index order). The manifest says everything the server needs to
 serve the weights: task, architecture, input size, preprocessing, labels,
 batching, task-specific post-processing settings and a short model card.
-The field reference is in ``docs/serving.md``.
+The field reference is in ``docs/models.md``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from care_serve.task_registry import task_names
+
 __all__ = [
     "LABELS_FILE",
     "MANIFEST_FILE",
     "NAME_PATTERN",
     "SCHEMA_VERSION",
-    "TASKS",
     "BatchingConfig",
     "InputSpec",
     "Manifest",
@@ -33,7 +34,6 @@ __all__ = [
 MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "labels.txt"
 SCHEMA_VERSION = 1
-TASKS = ("classification", "detection", "segmentation")
 INPUT_MULTIPLE = 32
 
 # A model name: starts with a letter or digit; letters, digits, '_', '-', '.'; at most 64
@@ -43,8 +43,6 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_VERSION = 999_999_999
-
-Task = Literal["classification", "detection", "segmentation"]
 
 
 def validate_model_name(name: str) -> str:
@@ -207,17 +205,31 @@ class ModelCard(_Strict):
     )
 
 
+def check_task(name: str) -> str:
+    """``name`` if it is a registered task, else ``ValueError`` listing the tasks."""
+    if name not in task_names():
+        raise ValueError(f"unknown task {name!r}; tasks are {', '.join(task_names())}")
+    return name
+
+
 class Manifest(_Strict):
     """One model package. ``name`` and ``version`` must match the package directory."""
 
     schema_version: Literal[1] = Field(default=1, description="Manifest schema version.")
     name: str = Field(description="Model name (NAME_PATTERN); the package's parent directory.")
     version: int = Field(description="Positive integer; the package directory name.")
-    task: Task = Field(description="classification, detection or segmentation.")
+    task: str = Field(
+        description="The task: classification, detection, segmentation, embedding (any "
+        "registered task, care_serve.task_registry).",
+    )
     architecture: str = Field(description="Network variant, e.g. care_s0 or care_tiny.")
     format: Literal["onnx", "pytorch"] = Field(default="onnx", description="Weights format.")
     weights: str = Field(description="Weights file name inside the package directory.")
-    num_classes: int = Field(ge=1, description="Number of classes the model predicts.")
+    num_classes: int = Field(
+        ge=1,
+        description="Width of the model's output: the classes it predicts (an embedding "
+        "model: the length of its vectors).",
+    )
     model_kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description="format pytorch: extra create_model overrides (e.g. distillation).",
@@ -250,6 +262,11 @@ class Manifest(_Strict):
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ValueError(f"version must be a positive integer, got {value!r}")
         return validate_version(value)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        return check_task(value)
 
     @field_validator("weights")
     @classmethod

@@ -1,49 +1,133 @@
-"""The task plugin interface.
+"""The task plugin interface and the task registry.
 
 A task turns a decoded image into one network input and one sample of network
-outputs into a result. It never sees batching, transports or backends:
+outputs into a result. It never sees batching or backends:
 
     task = get_task_class(manifest.task)(manifest, labels, settings)
     params = task.parse_params({"top_k": 5})          # InvalidInput on bad values
     array, meta = task.preprocess(decoded_image)      # CHW float32, PreprocessMeta
     result = task.postprocess(outputs_for_one_sample, meta, params)
 
-Detection and segmentation join by adding a module and a line to ``TASK_MODULES``.
+A task also declares how it looks on every protocol, so the transports are
+generic loops over the registry: its REST route, query parameters and response
+body (``route``, ``rest_query``, ``rest_answer``), its own-gRPC method
+(``grpc_method``, ``grpc_params``, ``grpc_reply``) and its v2 outputs
+(``v2_outputs``, ``v2_params``, ``v2_values``). A new task is a new module and a
+line in ``care_serve.task_registry.TASK_MODULES`` (or ``register_task``), nothing in the transports.
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from care_serve.errors import NotSupported
 from care_serve.imaging.decode import DecodedImage
 from care_serve.imaging.preprocess import PreprocessMeta
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
+from care_serve.task_registry import TASK_MODULES, register_task, task_names
 
-__all__ = ["TASK_MODULES", "Task", "get_task_class", "register_task"]
+__all__ = [
+    "TASK_MODULES",
+    "BinaryAnswer",
+    "InferenceResult",
+    "RestQuery",
+    "Task",
+    "TensorSpec",
+    "Timings",
+    "get_task_class",
+    "register_task",
+    "task_classes",
+    "task_names",
+]
 
-# task name -> "module:Class"; imported on first use.
-TASK_MODULES: dict[str, str] = {
-    "classification": "care_serve.tasks.classification:ClassificationTask",
-    "detection": "care_serve.tasks.detection:DetectionTask",
-    "segmentation": "care_serve.tasks.segmentation:SegmentationTask",
-}
-_LOADED: dict[str, type[Task]] = {}
+_LOADED: dict[str, type[Task]] = {}  # "module:Class" -> the class
+
+
+class Timings(BaseModel):
+    """Milliseconds spent in each stage inside the server."""
+
+    decode: float
+    preprocess: float
+    queue: float
+    compute: float
+    postprocess: float
+    total: float
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """A task result plus the model that made it and where the request spent its time."""
+
+    model: str
+    version: int
+    task: str
+    result: BaseModel
+    image_width: int
+    image_height: int
+    batch_size: int
+    timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class BinaryAnswer:
+    """A REST answer that is not JSON (an overlay or a mask PNG)."""
+
+    content: bytes
+    media_type: str = "image/png"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, datatype and shape (-1 = variable) of a v2 model input or output."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def describe(self) -> str:
+        return f"{self.name} {self.datatype} {list(self.shape)}"
+
+
+class RestQuery(BaseModel):
+    """The REST query parameters of a task's route (besides ``model`` and ``version``).
+
+    Each field becomes one documented query parameter; ``None`` means "not sent".
+    A ``format`` field (a ``Literal`` whose first value is ``json``) chooses the answer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Task(ABC):
-    """One task (classification, detection, segmentation) bound to one model package."""
+    """One task bound to one model package, and its shape on every protocol."""
 
     name: ClassVar[str]
     #: post-processing takes microseconds: run it on the event loop, not in a worker.
     cheap_postprocess: ClassVar[bool] = False
+    #: the model's outputs are classes with names (an embedding's are not).
+    has_labels: ClassVar[bool] = True
+
+    # -- REST: POST /{route} ----------------------------------------------------------------
+    route: ClassVar[str]
+    summary: ClassVar[str]
+    rest_query: ClassVar[type[RestQuery]] = RestQuery
+    rest_response: ClassVar[type[BaseModel]]
+
+    # -- own gRPC: care_serve.v1.InferenceService/{grpc_method} ------------------------------
+    grpc_method: ClassVar[str]
+
+    # -- v2 -------------------------------------------------------------------------------------
+    #: the output that Triton's classification extension may turn into top-k strings.
+    v2_classification_output: ClassVar[str | None] = None
 
     def __init__(self, manifest: Manifest, labels: list[str], settings: Settings) -> None:
         self.manifest = manifest
@@ -77,18 +161,52 @@ class Task(ABC):
     ) -> BaseModel:
         """The result for one sample; ``outputs`` holds each output without the batch axis."""
 
+    # -- REST ---------------------------------------------------------------------------------
+    @classmethod
+    def rest_params(cls, query: RestQuery) -> dict[str, Any]:
+        """The task parameters of a REST request (default: every field that was sent)."""
+        return query.model_dump(exclude_none=True, exclude={"format"})
 
-def register_task(name: str, target: str) -> None:
-    """Register a task implementation as ``"package.module:ClassName"``."""
-    TASK_MODULES[name] = target
-    _LOADED.pop(name, None)
+    @classmethod
+    @abstractmethod
+    def rest_answer(cls, result: InferenceResult, query: RestQuery) -> BaseModel | BinaryAnswer:
+        """The JSON body (a ``rest_response``) or, for another ``format``, the bytes."""
+
+    @classmethod
+    def openapi_limits(cls, settings: Settings) -> dict[str, dict[str, float]]:
+        """Limits of query parameters that the task checks itself (for the OpenAPI doc)."""
+        return {}
+
+    # -- own gRPC -----------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def grpc_params(cls, request: Any) -> dict[str, Any]:
+        """The task parameters of a gRPC request message (fields that are set)."""
+
+    @classmethod
+    @abstractmethod
+    def grpc_reply(cls, result: InferenceResult) -> Any:
+        """The gRPC response message of a result."""
+
+    # -- v2 -------------------------------------------------------------------------------------
+    @abstractmethod
+    def v2_outputs(self) -> list[TensorSpec]:
+        """The output tensors this model answers over the v2 protocol."""
+
+    def v2_params(self, parameters: Mapping[str, Any]) -> Mapping[str, Any] | BaseModel:
+        """The task parameters of a v2 request's ``parameters`` (default: none)."""
+        return {}
+
+    @abstractmethod
+    def v2_values(self, results: Sequence[InferenceResult]) -> dict[str, Any]:
+        """Every output of ``v2_outputs`` for a batch of results, by name."""
 
 
 def get_task_class(name: str) -> type[Task]:
     """The task class for ``name``; ``NotSupported`` if this build has no such task."""
-    if name in _LOADED:
-        return _LOADED[name]
     target = TASK_MODULES.get(name)
+    if target in _LOADED:
+        return _LOADED[target]
     if target is None:
         raise NotSupported(
             f"task {name!r} is not available in this build "
@@ -98,5 +216,10 @@ def get_task_class(name: str) -> type[Task]:
     cls = getattr(importlib.import_module(module_name), class_name)
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise TypeError(f"{target} is not a Task subclass")
-    _LOADED[name] = cls
+    _LOADED[target] = cls
     return cls
+
+
+def task_classes() -> list[type[Task]]:
+    """Every registered task class, in registration order."""
+    return [get_task_class(name) for name in TASK_MODULES]

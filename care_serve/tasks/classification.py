@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from care_serve.errors import InferenceError, InvalidInput
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.imaging.decode import DecodedImage
 from care_serve.imaging.preprocess import PreprocessMeta, preprocess_image, resized_size
-from care_serve.tasks.base import Task
+from care_serve.settings import Settings
+from care_serve.tasks.base import InferenceResult, RestQuery, Task, TensorSpec, Timings
+from care_serve.tasks.wire import grpc_timings, strings_tensor
 
-__all__ = ["ClassificationParams", "ClassificationResult", "ClassificationTask", "Prediction"]
+__all__ = [
+    "ClassificationParams",
+    "ClassificationResult",
+    "ClassificationTask",
+    "ClassifyQuery",
+    "ClassifyResponse",
+    "Prediction",
+]
 
 DEFAULT_TOP_K = 5
 
@@ -38,6 +48,26 @@ class ClassificationResult(BaseModel):
     predictions: list[Prediction]
 
 
+class ClassifyQuery(RestQuery):
+    """Query parameters of ``POST /classify``."""
+
+    top_k: int | None = Field(
+        None, ge=1, description="How many classes to return, 1..max_top_k (default 5)."
+    )
+
+
+class ClassifyResponse(BaseModel):
+    """The JSON answer of ``POST /classify``."""
+
+    model: str = Field(description="The model that answered.")
+    version: int = Field(description="Its version.")
+    predictions: list[Prediction] = Field(description="Top-k classes, most probable first.")
+    image_width: int
+    image_height: int
+    batch_size: int = Field(description="How many requests shared the batch.")
+    timings_ms: Timings
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable softmax in float64."""
     z = logits.astype(np.float64) - np.max(logits)
@@ -51,6 +81,12 @@ class ClassificationTask(Task):
 
     name = "classification"
     cheap_postprocess = True
+    route = "classify"
+    summary = "Classify an image: top-k labels with probabilities"
+    rest_query = ClassifyQuery
+    rest_response = ClassifyResponse
+    grpc_method = "Classify"
+    v2_classification_output = "probabilities"
 
     def parse_params(self, params: Mapping[str, Any]) -> ClassificationParams:
         limit = self.settings.max_top_k
@@ -93,3 +129,60 @@ class ClassificationTask(Task):
                 for i in order
             ]
         )
+
+    # -- protocols ----------------------------------------------------------------------------
+    @classmethod
+    def rest_answer(cls, result: InferenceResult, query: RestQuery) -> ClassifyResponse:
+        assert isinstance(result.result, ClassificationResult)
+        return ClassifyResponse(
+            model=result.model,
+            version=result.version,
+            predictions=result.result.predictions,
+            image_width=result.image_width,
+            image_height=result.image_height,
+            batch_size=result.batch_size,
+            timings_ms=Timings(**result.timings_ms),
+        )
+
+    @classmethod
+    def openapi_limits(cls, settings: Settings) -> dict[str, dict[str, float]]:
+        return {"top_k": {"minimum": 1, "maximum": settings.max_top_k}}
+
+    @classmethod
+    def grpc_params(cls, request: Any) -> dict[str, Any]:
+        return {"top_k": request.top_k if request.HasField("top_k") else None}
+
+    @classmethod
+    def grpc_reply(cls, result: InferenceResult) -> Any:
+        assert isinstance(result.result, ClassificationResult)
+        return pb.ClassifyResponse(
+            model=result.model,
+            version=result.version,
+            predictions=[
+                pb.Classification(label=p.label, class_id=p.class_id, probability=p.probability)
+                for p in result.result.predictions
+            ],
+            timings=grpc_timings(result.timings_ms),
+            batch_size=result.batch_size,
+            image_width=result.image_width,
+            image_height=result.image_height,
+        )
+
+    def v2_outputs(self) -> list[TensorSpec]:
+        k = self.manifest.num_classes
+        return [
+            TensorSpec("probabilities", "FP32", (-1, k)),
+            TensorSpec("class_names", "BYTES", (k,)),
+        ]
+
+    def v2_params(self, parameters: Mapping[str, Any]) -> ClassificationParams:
+        # Every class's probability; the top-k strings are cut from them.
+        return ClassificationParams(top_k=self.manifest.num_classes)
+
+    def v2_values(self, results: Sequence[InferenceResult]) -> dict[str, Any]:
+        probs = np.zeros((len(results), self.manifest.num_classes), np.float32)
+        for i, r in enumerate(results):
+            assert isinstance(r.result, ClassificationResult)
+            for p in r.result.predictions:
+                probs[i, p.class_id] = p.probability
+        return {"probabilities": probs, "class_names": strings_tensor(self.labels)}

@@ -22,13 +22,14 @@ label and score, on the image, with the count per class in a strip below it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from care_serve.errors import InferenceError, InvalidInput, ModelStoreError
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.imaging.preprocess import PreprocessMeta
 from care_serve.postprocess.detection import DETECTION_STRIDES, make_points, postprocess_detections
 from care_serve.postprocess.drawing import (
@@ -41,17 +42,28 @@ from care_serve.postprocess.drawing import (
 from care_serve.postprocess.segmentation import make_palette
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
+from care_serve.tasks.base import (
+    BinaryAnswer,
+    InferenceResult,
+    RestQuery,
+    TensorSpec,
+    Timings,
+)
 from care_serve.tasks.dense import DenseMeta, DenseTask, parse_config, parse_number
+from care_serve.tasks.wire import grpc_timings, image_sizes, strings_tensor
 
 MAX_PRE_NMS_TOP_K = 100_000  # the largest pre_nms_top_k (and so max_detections) a manifest may set
 
 __all__ = [
+    "DetectQuery",
+    "DetectResponse",
     "Detection",
     "DetectionConfig",
     "DetectionParams",
     "DetectionResult",
     "DetectionTask",
 ]
+DETECTION_PARAMETERS = ("score_threshold", "max_detections", "class_agnostic_nms")
 
 
 class DetectionConfig(BaseModel):
@@ -113,6 +125,41 @@ class DetectionResult(BaseModel):
     )
 
 
+class DetectQuery(RestQuery):
+    """Query parameters of ``POST /detect``."""
+
+    score_threshold: float | None = Field(
+        None, description="Minimum score to return, in [0, 1] (default: the model's manifest)."
+    )
+    max_detections: int | None = Field(
+        None,
+        description="At most this many detections, best first (default: the model's "
+        "manifest; at most its pre_nms_top_k, 1000 by default).",
+    )
+    class_agnostic_nms: bool | None = Field(
+        None,
+        description="true: overlapping boxes suppress each other whatever their classes (one box "
+        "per object); false: only boxes of the same class do (default: the model's manifest).",
+    )
+    format: Literal["json", "overlay"] = Field(
+        "json",
+        description="json: the detections as JSON; overlay: an RGB PNG for people, the image "
+        "with each box, label and score drawn and the count per class in a strip below it.",
+    )
+
+
+class DetectResponse(BaseModel):
+    """The JSON answer of ``POST /detect``."""
+
+    model: str = Field(description="The model that answered.")
+    version: int = Field(description="Its version.")
+    image_width: int = Field(description="Width of the image sent, after EXIF orientation.")
+    image_height: int = Field(description="Height of the image sent, after EXIF orientation.")
+    detections: list[Detection] = Field(description="Detections, highest score first.")
+    batch_size: int = Field(description="How many requests shared the batch.")
+    timings_ms: Timings
+
+
 def _parse_flag(params: Mapping[str, Any], name: str, default: bool) -> bool:
     """Parameter ``name`` as a boolean (absent or null: ``default``)."""
     value = params.get(name)
@@ -128,6 +175,11 @@ class DetectionTask(DenseTask):
 
     name = "detection"
     num_outputs = 2
+    route = "detect"
+    summary = "Detect objects: labelled boxes in pixels of the image sent, or a PNG of them"
+    rest_query = DetectQuery
+    rest_response = DetectResponse
+    grpc_method = "Detect"
 
     def __init__(self, manifest: Manifest, labels: list[str], settings: Settings) -> None:
         super().__init__(manifest, labels, settings)
@@ -229,3 +281,107 @@ class DetectionTask(DenseTask):
         n = len(detections)
         title = f"{n} detection{'s' if n != 1 else ''}" if n else "no detection"
         return encode_png(with_legend(drawn, entries, title))
+
+    # -- protocols ----------------------------------------------------------------------------
+    @classmethod
+    def rest_params(cls, query: RestQuery) -> dict[str, Any]:
+        assert isinstance(query, DetectQuery)
+        return {**super().rest_params(query), "return_overlay": query.format == "overlay"}
+
+    @classmethod
+    def rest_answer(cls, result: InferenceResult, query: RestQuery) -> Any:
+        assert isinstance(result.result, DetectionResult) and isinstance(query, DetectQuery)
+        if query.format == "overlay":
+            assert result.result.overlay_png is not None
+            return BinaryAnswer(result.result.overlay_png)
+        return DetectResponse(
+            model=result.model,
+            version=result.version,
+            image_width=result.image_width,
+            image_height=result.image_height,
+            detections=result.result.detections,
+            batch_size=result.batch_size,
+            timings_ms=Timings(**result.timings_ms),
+        )
+
+    @classmethod
+    def openapi_limits(cls, settings: Settings) -> dict[str, dict[str, float]]:
+        return {
+            "score_threshold": {"minimum": 0, "maximum": 1},
+            "max_detections": {"minimum": 1, "maximum": MAX_PRE_NMS_TOP_K},
+        }
+
+    @classmethod
+    def grpc_params(cls, request: Any) -> dict[str, Any]:
+        params = {name: getattr(request, name) for name in DETECTION_PARAMETERS}
+        params = {k: v for k, v in params.items() if request.HasField(k)}
+        return {**params, "return_overlay": request.return_overlay}
+
+    @classmethod
+    def grpc_reply(cls, result: InferenceResult) -> Any:
+        assert isinstance(result.result, DetectionResult)
+        return pb.DetectResponse(
+            model=result.model,
+            version=result.version,
+            image_width=result.image_width,
+            image_height=result.image_height,
+            detections=[
+                pb.Detection(
+                    label=d.label,
+                    class_id=d.class_id,
+                    score=d.score,
+                    box=pb.Box(x1=d.box[0], y1=d.box[1], x2=d.box[2], y2=d.box[3]),
+                )
+                for d in result.result.detections
+            ],
+            timings=grpc_timings(result.timings_ms),
+            batch_size=result.batch_size,
+            overlay_png=result.result.overlay_png or b"",
+        )
+
+    def v2_outputs(self) -> list[TensorSpec]:
+        d = self.config.max_detections
+        return [
+            TensorSpec("boxes", "FP32", (-1, d, 4)),
+            TensorSpec("scores", "FP32", (-1, d)),
+            TensorSpec("class_ids", "INT32", (-1, d)),
+            TensorSpec("labels", "BYTES", (-1, d)),
+            TensorSpec("num_detections", "INT32", (-1,)),
+            TensorSpec("image_size", "INT32", (-1, 2)),
+        ]
+
+    def v2_params(self, parameters: Mapping[str, Any]) -> Mapping[str, Any]:
+        params = {k: parameters[k] for k in DETECTION_PARAMETERS if k in parameters}
+        limit = self.config.max_detections
+        wanted = params.get("max_detections")
+        if isinstance(wanted, int) and not isinstance(wanted, bool) and wanted > limit:
+            raise InvalidInput(
+                f"max_detections must be at most {limit} over v2 (the outputs hold {limit} "
+                f"detections per image), got {wanted}"
+            )
+        return params
+
+    def v2_values(self, results: Sequence[InferenceResult]) -> dict[str, Any]:
+        n, d = len(results), self.config.max_detections
+        boxes = np.zeros((n, d, 4), np.float32)
+        scores = np.zeros((n, d), np.float32)
+        class_ids = np.full((n, d), -1, np.int32)
+        labels = [[""] * d for _ in range(n)]
+        counts = np.zeros(n, np.int32)
+        for i, r in enumerate(results):
+            assert isinstance(r.result, DetectionResult)
+            dets = r.result.detections[:d]
+            counts[i] = len(dets)
+            for j, det in enumerate(dets):
+                boxes[i, j] = det.box
+                scores[i, j] = det.score
+                class_ids[i, j] = det.class_id
+                labels[i][j] = det.label
+        return {
+            "boxes": boxes,
+            "scores": scores,
+            "class_ids": class_ids,
+            "labels": strings_tensor([s for row in labels for s in row], (n, d)),
+            "num_detections": counts,
+            "image_size": image_sizes(results),
+        }

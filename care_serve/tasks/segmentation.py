@@ -20,13 +20,15 @@ enlarged by nearest neighbour; true: always at the original size, slower),
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import base64
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from care_serve.errors import InferenceError, InvalidInput, ModelStoreError
+from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.imaging.preprocess import PreprocessMeta
 from care_serve.postprocess.segmentation import (
     SEGMENTATION_OUTPUT_STRIDE,
@@ -37,10 +39,20 @@ from care_serve.postprocess.segmentation import (
 )
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
+from care_serve.tasks.base import (
+    BinaryAnswer,
+    InferenceResult,
+    RestQuery,
+    TensorSpec,
+    Timings,
+)
 from care_serve.tasks.dense import DenseMeta, DenseTask, parse_config
+from care_serve.tasks.wire import grpc_timings, image_sizes, strings_tensor
 
 __all__ = [
     "ClassShare",
+    "SegmentQuery",
+    "SegmentResponse",
     "SegmentationConfig",
     "SegmentationParams",
     "SegmentationResult",
@@ -91,11 +103,49 @@ class SegmentationResult(BaseModel):
     )
 
 
+class SegmentQuery(RestQuery):
+    """Query parameters of ``POST /segment``."""
+
+    format: Literal["json", "png", "overlay"] = Field(
+        "json",
+        description="json: JSON with the base64 mask PNG and class shares; png: the mask PNG "
+        "itself (class indices); overlay: an RGB PNG for people, the image blended with the mask "
+        "colours and a legend below it (each class present, its colour and share of the pixels).",
+    )
+
+
+class SegmentResponse(BaseModel):
+    """The JSON answer of ``POST /segment``."""
+
+    model: str = Field(description="The model that answered.")
+    version: int = Field(description="Its version.")
+    image_width: int = Field(description="Width of the image sent, after EXIF orientation.")
+    image_height: int = Field(description="Height of the image sent, after EXIF orientation.")
+    class_names: list[str] = Field(description="Class names; index = value in the mask.")
+    mask_png: str = Field(
+        description="Base64 single-channel PNG of class indices, mask_width x mask_height "
+        "(8-bit; 16-bit above 256 classes)."
+    )
+    mask_width: int = Field(
+        description="Width of the mask: image_width, or less when the image has more than "
+        "max_output_pixels pixels (same aspect ratio)."
+    )
+    mask_height: int = Field(description="Height of the mask (see mask_width).")
+    class_shares: list[ClassShare] = Field(description="Each class's fraction of the pixels.")
+    batch_size: int = Field(description="How many requests shared the batch.")
+    timings_ms: Timings
+
+
 class SegmentationTask(DenseTask):
     """Segmentation with a stride-4 logit map (``seg_logits``)."""
 
     name = "segmentation"
     num_outputs = 1
+    route = "segment"
+    summary = "Segment an image: class mask (PNG) and class shares, or the PNG itself"
+    rest_query = SegmentQuery
+    rest_response = SegmentResponse
+    grpc_method = "Segment"
 
     def __init__(self, manifest: Manifest, labels: list[str], settings: Settings) -> None:
         super().__init__(manifest, labels, settings)
@@ -168,3 +218,88 @@ class SegmentationTask(DenseTask):
             mask_png=mask_to_png(seg.mask),
             overlay_png=overlay,
         )
+
+    # -- protocols ----------------------------------------------------------------------------
+    @classmethod
+    def rest_params(cls, query: RestQuery) -> dict[str, Any]:
+        assert isinstance(query, SegmentQuery)
+        return {"return_overlay": query.format == "overlay"}
+
+    @classmethod
+    def rest_answer(cls, result: InferenceResult, query: RestQuery) -> Any:
+        seg = result.result
+        assert isinstance(seg, SegmentationResult) and isinstance(query, SegmentQuery)
+        if query.format != "json":
+            png = seg.overlay_png if query.format == "overlay" else seg.mask_png
+            assert png is not None
+            return BinaryAnswer(png, headers={"X-Class-Names": ",".join(seg.class_names)})
+        return SegmentResponse(
+            model=result.model,
+            version=result.version,
+            image_width=result.image_width,
+            image_height=result.image_height,
+            class_names=seg.class_names,
+            mask_png=base64.b64encode(seg.mask_png).decode("ascii"),
+            mask_width=int(seg.mask.shape[1]),
+            mask_height=int(seg.mask.shape[0]),
+            class_shares=seg.class_shares,
+            batch_size=result.batch_size,
+            timings_ms=Timings(**result.timings_ms),
+        )
+
+    @classmethod
+    def grpc_params(cls, request: Any) -> dict[str, Any]:
+        return {"return_overlay": request.return_overlay}
+
+    @classmethod
+    def grpc_reply(cls, result: InferenceResult) -> Any:
+        seg = result.result
+        assert isinstance(seg, SegmentationResult)
+        return pb.SegmentResponse(
+            model=result.model,
+            version=result.version,
+            image_width=result.image_width,
+            image_height=result.image_height,
+            class_names=seg.class_names,
+            mask_png=seg.mask_png,
+            class_shares=[
+                pb.ClassShare(label=c.label, class_id=c.class_id, share=c.share)
+                for c in seg.class_shares
+            ],
+            overlay_png=seg.overlay_png or b"",
+            mask_width=int(seg.mask.shape[1]),
+            mask_height=int(seg.mask.shape[0]),
+            timings=grpc_timings(result.timings_ms),
+            batch_size=result.batch_size,
+        )
+
+    def v2_outputs(self) -> list[TensorSpec]:
+        k = self.manifest.num_classes
+        return [
+            TensorSpec("mask", "UINT8" if k <= 256 else "UINT16", (-1, -1, -1)),
+            TensorSpec("class_shares", "FP32", (-1, k)),
+            TensorSpec("image_size", "INT32", (-1, 2)),
+            TensorSpec("class_names", "BYTES", (k,)),
+        ]
+
+    def v2_params(self, parameters: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {"return_overlay": False}
+
+    def v2_values(self, results: Sequence[InferenceResult]) -> dict[str, Any]:
+        k = self.manifest.num_classes
+        sizes = image_sizes(results)
+        height, width = int(sizes[:, 0].max()), int(sizes[:, 1].max())
+        masks = np.zeros((len(results), height, width), np.uint8 if k <= 256 else np.uint16)
+        shares = np.zeros((len(results), k), np.float32)
+        for i, r in enumerate(results):
+            assert isinstance(r.result, SegmentationResult)
+            mask = r.result.mask
+            masks[i, : mask.shape[0], : mask.shape[1]] = mask
+            for c in r.result.class_shares:
+                shares[i, c.class_id] = c.share
+        return {
+            "mask": masks,
+            "class_shares": shares,
+            "image_size": sizes,
+            "class_names": strings_tensor(self.labels),
+        }

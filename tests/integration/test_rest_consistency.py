@@ -144,3 +144,21 @@ def test_constraint_violations_keep_the_servers_own_messages(
     assert says in _error(response)["message"]
     bad_name = httpx.get(f"{running.http_url}/models/..x")
     assert bad_name.status_code == 400 and "invalid model name" in _error(bad_name)["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "named", "accepted"),
+    [
+        ("/classify", {"topk": "1"}, "'topk'", "model, version, top_k"),
+        ("/classify", {"format": "overlay"}, "'format'", "model, version, top_k"),
+        ("/segment", {"top_k": "1", "x": "2"}, "'top_k', 'x'", "model, version, format"),
+    ],
+)
+def test_an_unknown_query_parameter_is_refused_naming_it_and_the_accepted_ones(
+    running: BackgroundStack, path: str, query: dict[str, str], named: str, accepted: str
+) -> None:
+    response = httpx.post(f"{running.http_url}{path}", params=query, content=jpeg_bytes())
+    assert response.status_code == 400
+    message = _error(response)["message"]
+    assert "does not take the query parameter" in message and named in message
+    assert f"(accepted: {accepted})" in message

@@ -80,7 +80,7 @@ def write_trained_package(
     manifest = Manifest(
         name=name,
         version=version,
-        task=task.name,  # type: ignore[arg-type]
+        task=task.name,
         architecture=arch,
         format="onnx",
         weights=WEIGHTS_FILE,

@@ -1,5 +1,8 @@
 """``care_serve.v1.InferenceService``: parse, call the data plane, convert.
 
+The inference methods come from the task registry: each task names its method
+(``grpc_method``) and converts its request and reply messages.
+
 Errors map once: a ``CareServeError`` becomes its ``grpc_code`` with the message
 as details; anything else becomes INTERNAL without a traceback. The call's
 deadline (``context.time_remaining()``) becomes the request deadline.
@@ -16,27 +19,14 @@ import grpc
 from care_serve.errors import CareServeError
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from care_serve.serving.data_plane import DataPlane, InferenceResult
-from care_serve.tasks.classification import ClassificationResult
-from care_serve.tasks.detection import DetectionResult
-from care_serve.tasks.segmentation import SegmentationResult
+from care_serve.serving.data_plane import DataPlane
+from care_serve.tasks.base import Task, task_classes
 from care_serve.transports.grpc.context import authorization_of, timeout_of
 
 __all__ = ["InferenceServicer"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def _timings(ms: dict[str, float]) -> Any:
-    return pb.Timings(
-        decode_ms=ms["decode"],
-        preprocess_ms=ms["preprocess"],
-        queue_ms=ms["queue"],
-        compute_ms=ms["compute"],
-        postprocess_ms=ms["postprocess"],
-        total_ms=ms["total"],
-    )
 
 
 def _model_info(info: dict[str, Any]) -> Any:
@@ -98,93 +88,29 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 
     def __init__(self, data_plane: DataPlane) -> None:
         self.data_plane = data_plane
+        for task in task_classes():
+            setattr(self, task.grpc_method, self._task_method(task))
 
-    async def _infer(
-        self, task: str, request: Any, params: dict[str, Any], context: Any
-    ) -> InferenceResult:
-        return await self.data_plane.infer(
-            task,
-            request.image,
-            model=request.model or None,
-            version=request.version or None,
-            params=params,
-            protocol="grpc",
-            timeout_s=timeout_of(context),
-        )
+    def _task_method(self, task: type[Task]) -> Callable[[Any, Any], Awaitable[Any]]:
+        """The handler of ``task``'s inference method."""
 
-    async def Classify(self, request: Any, context: Any) -> Any:
-        params = {"top_k": request.top_k if request.HasField("top_k") else None}
-        result = await _guard(
-            context, lambda: self._infer("classification", request, params, context)
-        )
-        assert isinstance(result.result, ClassificationResult)
-        return pb.ClassifyResponse(
-            model=result.model,
-            version=result.version,
-            predictions=[
-                pb.Classification(label=p.label, class_id=p.class_id, probability=p.probability)
-                for p in result.result.predictions
-            ],
-            timings=_timings(result.timings_ms),
-            batch_size=result.batch_size,
-            image_width=result.image_width,
-            image_height=result.image_height,
-        )
+        async def method(request: Any, context: Any) -> Any:
+            params = task.grpc_params(request)
+            result = await _guard(
+                context,
+                lambda: self.data_plane.infer(
+                    task.name,
+                    request.image,
+                    model=request.model or None,
+                    version=request.version or None,
+                    params=params,
+                    protocol="grpc",
+                    timeout_s=timeout_of(context),
+                ),
+            )
+            return task.grpc_reply(result)
 
-    async def Detect(self, request: Any, context: Any) -> Any:
-        params: dict[str, Any] = {}
-        if request.HasField("score_threshold"):
-            params["score_threshold"] = request.score_threshold
-        if request.HasField("max_detections"):
-            params["max_detections"] = request.max_detections
-        if request.HasField("class_agnostic_nms"):
-            params["class_agnostic_nms"] = request.class_agnostic_nms
-        params["return_overlay"] = request.return_overlay
-        result = await _guard(context, lambda: self._infer("detection", request, params, context))
-        assert isinstance(result.result, DetectionResult)
-        return pb.DetectResponse(
-            model=result.model,
-            version=result.version,
-            image_width=result.image_width,
-            image_height=result.image_height,
-            detections=[
-                pb.Detection(
-                    label=d.label,
-                    class_id=d.class_id,
-                    score=d.score,
-                    box=pb.Box(x1=d.box[0], y1=d.box[1], x2=d.box[2], y2=d.box[3]),
-                )
-                for d in result.result.detections
-            ],
-            timings=_timings(result.timings_ms),
-            batch_size=result.batch_size,
-            overlay_png=result.result.overlay_png or b"",
-        )
-
-    async def Segment(self, request: Any, context: Any) -> Any:
-        params = {"return_overlay": request.return_overlay}
-        result = await _guard(
-            context, lambda: self._infer("segmentation", request, params, context)
-        )
-        seg = result.result
-        assert isinstance(seg, SegmentationResult)
-        return pb.SegmentResponse(
-            model=result.model,
-            version=result.version,
-            image_width=result.image_width,
-            image_height=result.image_height,
-            class_names=seg.class_names,
-            mask_png=seg.mask_png,
-            class_shares=[
-                pb.ClassShare(label=c.label, class_id=c.class_id, share=c.share)
-                for c in seg.class_shares
-            ],
-            overlay_png=seg.overlay_png or b"",
-            mask_width=int(seg.mask.shape[1]),
-            mask_height=int(seg.mask.shape[0]),
-            timings=_timings(result.timings_ms),
-            batch_size=result.batch_size,
-        )
+        return method
 
     async def ListModels(self, request: Any, context: Any) -> Any:
         async def call() -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from care_serve.settings import Settings
 from care_serve.transports.rest.access import AccessLogMiddleware
 from care_serve.transports.rest.errors import install_error_handlers
 from care_serve.transports.rest.openapi import install_openapi
-from care_serve.transports.rest.routers import health, inference, models
+from care_serve.transports.rest.routers import health, inference, models, tasks
 from care_serve.transports.v2 import rest as v2_rest
 from care_serve.transports.web import install_docs, install_web
 
@@ -24,8 +24,8 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
     meta: dict[str, Any] = {
         "title": "care-serve",
         "version": __version__,
-        "description": "CARE vision transformers on CPUs: classification, detection and "
-        "segmentation. Errors are JSON "
+        "description": "CARE vision transformers on CPUs: classification, detection, "
+        "segmentation and embeddings. Errors are JSON "
         '`{"error": {"type", "message", "request_id"}}`; under `/v2` (the Open Inference '
         'Protocol, KServe v2 / Triton) they are the protocol\'s `{"error": "message"}`. The '
         "page for people is at [/](/).",
@@ -44,6 +44,7 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
     install_error_handlers(app)
     app.include_router(inference.router)
     app.include_router(models.router)
+    app.include_router(tasks.router)
     app.include_router(health.router)
     app.include_router(v2_rest.router)
     install_web(app)

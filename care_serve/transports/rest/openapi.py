@@ -4,7 +4,7 @@ FastAPI documents a 422 validation response on every route with parameters; this
 server answers bad parameters with 400 (``care_serve.transports.rest.errors``), so those go.
 Limits checked by the tasks themselves (so that their messages, which name the
 model's own limit, reach the client) and limits that come from the settings
-(``max_top_k``) are declared here.
+(``max_top_k``) are declared here, as each task states them (``openapi_limits``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from care_serve.settings import Settings
-from care_serve.tasks.detection import MAX_PRE_NMS_TOP_K
+from care_serve.tasks.base import task_classes
 
 __all__ = ["install_openapi"]
 
@@ -36,16 +36,14 @@ def _constrain(schema: dict[str, Any], **limits: float) -> None:
 
 def tidy_openapi(doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Drop FastAPI's 422 validation responses; declare the settings' parameter limits."""
+    limits: dict[str, dict[str, float]] = {}
+    for task in task_classes():
+        limits.update(task.openapi_limits(settings))
     for operations in doc.get("paths", {}).values():
         for operation in operations.values():
             responses = operation.get("responses", {})
             if "422" in responses and _is_fastapi_validation(responses["422"]):
                 del responses["422"]
-            limits = {
-                "top_k": {"minimum": 1, "maximum": settings.max_top_k},
-                "score_threshold": {"minimum": 0, "maximum": 1},
-                "max_detections": {"minimum": 1, "maximum": MAX_PRE_NMS_TOP_K},
-            }
             for param in operation.get("parameters", []):
                 if param.get("name") in limits:
                     _constrain(param["schema"], **limits[param["name"]])

@@ -1,7 +1,7 @@
 """The page for people at ``/``: plain HTML, CSS and JavaScript modules served from the package.
 
 No build step and no request to another host: ``static/`` holds every file the
-page uses and ``router`` serves them (see ``docs/serving.md``, "The web page").
+page uses and ``router`` serves them (see ``docs/user-guide.md``, "The web page").
 ``docs`` serves Swagger UI and ReDoc from local files too.
 """
 

@@ -174,6 +174,40 @@ class SegmentResponse(_message.Message):
     mask_height: int
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., mask_png: _Optional[bytes] = ..., class_shares: _Optional[_Iterable[_Union[ClassShare, _Mapping]]] = ..., overlay_png: _Optional[bytes] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., mask_width: _Optional[int] = ..., mask_height: _Optional[int] = ...) -> None: ...
 
+class EmbedRequest(_message.Message):
+    __slots__ = ("model", "version", "image", "normalize")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    image: bytes
+    normalize: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., image: _Optional[bytes] = ..., normalize: _Optional[bool] = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ("model", "version", "embedding", "dim", "normalized", "timings", "batch_size", "image_width", "image_height")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    dim: int
+    normalized: bool
+    timings: Timings
+    batch_size: int
+    image_width: int
+    image_height: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., embedding: _Optional[_Iterable[float]] = ..., dim: _Optional[int] = ..., normalized: _Optional[bool] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
+
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -49,6 +49,11 @@ class InferenceServiceStub:
                 request_serializer=care__serve_dot_v1_dot_inference__pb2.SegmentRequest.SerializeToString,
                 response_deserializer=care__serve_dot_v1_dot_inference__pb2.SegmentResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/care_serve.v1.InferenceService/Embed',
+                request_serializer=care__serve_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=care__serve_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/care_serve.v1.InferenceService/ListModels',
                 request_serializer=care__serve_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
@@ -90,6 +95,13 @@ class InferenceServiceServicer:
 
     def Segment(self, request, context):
         """Segment: a class-index mask at the original size (PNG) plus class shares.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Embed(self, request, context):
+        """The image's feature vector (an embedding model), L2-normalised unless asked not to.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +156,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.Segment,
                     request_deserializer=care__serve_dot_v1_dot_inference__pb2.SegmentRequest.FromString,
                     response_serializer=care__serve_dot_v1_dot_inference__pb2.SegmentResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=care__serve_dot_v1_dot_inference__pb2.EmbedRequest.FromString,
+                    response_serializer=care__serve_dot_v1_dot_inference__pb2.EmbedResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -247,6 +264,33 @@ class InferenceService:
             '/care_serve.v1.InferenceService/Segment',
             care__serve_dot_v1_dot_inference__pb2.SegmentRequest.SerializeToString,
             care__serve_dot_v1_dot_inference__pb2.SegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/care_serve.v1.InferenceService/Embed',
+            care__serve_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+            care__serve_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,26 +1,27 @@
-"""POST /classify, /detect and /segment: read the image, call the data plane, convert."""
+"""POST /{route} of every task: read the image, call the data plane, convert.
+
+The routes are made from the task registry: each task declares its route, its
+query parameters (a ``RestQuery`` model), its response body and how a result
+becomes the answer (``care_serve.tasks.base``). A query parameter that the route
+does not take is a 400 naming it and the accepted ones.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, get_args
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import BaseModel
 
-from care_serve.serving.data_plane import BodyReader, DataPlane, InferenceResult
+from care_serve.errors import InvalidInput
+from care_serve.serving.data_plane import BodyReader, DataPlane
 from care_serve.store.manifest import NAME_PATTERN
-from care_serve.tasks.detection import DetectionResult
-from care_serve.tasks.segmentation import SegmentationResult
+from care_serve.tasks.base import BinaryAnswer, Task, task_classes
 from care_serve.transports.rest.body import read_image_bytes
-from care_serve.transports.rest.deps import DataPlaneDep
-from care_serve.transports.rest.schemas import (
-    ClassifyResponse,
-    DetectResponse,
-    ErrorBody,
-    SegmentResponse,
-    classify_response,
-    detect_response,
-    segment_response,
-)
+from care_serve.transports.rest.deps import get_data_plane
+from care_serve.transports.rest.schemas import ErrorBody
 
 __all__ = ["INFER_ERRORS", "MAX_VERSION", "errors", "router"]
 
@@ -86,147 +87,124 @@ def _timeout_s(timeout_ms: float | None) -> float | None:
     return None if timeout_ms is None else timeout_ms / 1000.0
 
 
-@router.post(
-    "/classify",
-    response_model=ClassifyResponse,
-    responses=INFER_ERRORS,
-    openapi_extra=IMAGE_BODY,
-    summary="Classify an image: top-k labels with probabilities",
-)
-async def classify(
-    request: Request,
-    data_plane: DataPlaneDep,
-    model: str | None = ModelQ,
-    version: int | None = VersionQ,
-    top_k: int | None = Query(
-        None, description="How many classes to return, 1..max_top_k (default 5).", ge=1
-    ),
-    x_request_timeout_ms: float | None = TimeoutH,
-) -> ClassifyResponse:
-    result = await data_plane.infer(
-        "classification",
-        _body(request, data_plane),
-        model=model,
-        version=version,
-        params={"top_k": top_k},
-        protocol="rest",
-        timeout_s=_timeout_s(x_request_timeout_ms),
-    )
-    return classify_response(result)
-
-
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "JSON (format=json), or a PNG (the other formats).",
         "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
-DetectFormat = Literal["json", "overlay"]
-DetectFormatQ = Query(
-    "json",
-    description="json: the detections as JSON; overlay: an RGB PNG for people, the image with "
-    "each box, label and score drawn and the count per class in a strip below it.",
-)
+COMMON_PARAMETERS = ("model", "version")
 
 
-def _png(png: bytes, result: InferenceResult, **headers: str) -> Response:
-    """A PNG answer; the headers name the model and version that made it."""
-    return Response(
-        content=png,
-        media_type="image/png",
-        headers={"X-Model": result.model, "X-Model-Version": str(result.version), **headers},
+def _binary(answer: BinaryAnswer, model: str, version: int) -> Response:
+    """A non-JSON answer; the headers name the model and version that made it."""
+    headers = {"X-Model": model, "X-Model-Version": str(version), **answer.headers}
+    return Response(content=answer.content, media_type=answer.media_type, headers=headers)
+
+
+def _query_parameters(task: type[Task]) -> list[inspect.Parameter]:
+    """One FastAPI query parameter per field of the task's ``rest_query`` model."""
+    parameters = []
+    for name, info in task.rest_query.model_fields.items():
+        # Numeric bounds (ge=1, ...) go to FastAPI, which validates and documents them.
+        bounds = {
+            key: getattr(item, key)
+            for item in info.metadata
+            for key in ("ge", "gt", "le", "lt")
+            if hasattr(item, key)
+        }
+        default = Query(info.default, description=info.description, **bounds)
+        annotation = info.annotation
+        parameters.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+            )
+        )
+    return parameters
+
+
+def _check_query_names(request: Request, task: type[Task]) -> None:
+    """A 400 for a query parameter the route does not take, listing the accepted ones."""
+    accepted = [*COMMON_PARAMETERS, *task.rest_query.model_fields]
+    unknown = sorted(set(request.query_params) - set(accepted))
+    if unknown:
+        raise InvalidInput(
+            f"/{task.route} does not take the query parameter"
+            f"{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"(accepted: {', '.join(accepted)})"
+        )
+
+
+def task_endpoint(task: type[Task]) -> Callable[..., Awaitable[Any]]:
+    """The endpoint of ``POST /{task.route}``, its signature built from the task's query."""
+
+    async def endpoint(
+        request: Request,
+        model: str | None,
+        version: int | None,
+        x_request_timeout_ms: float | None,
+        **fields: Any,
+    ) -> Any:
+        _check_query_names(request, task)
+        query = task.rest_query.model_construct(**fields)  # FastAPI has validated the fields
+        data_plane: DataPlane = get_data_plane(request)
+        result = await data_plane.infer(
+            task.name,
+            _body(request, data_plane),
+            model=model,
+            version=version,
+            params=task.rest_params(query),
+            protocol="rest",
+            timeout_s=_timeout_s(x_request_timeout_ms),
+        )
+        answer = task.rest_answer(result, query)
+        if isinstance(answer, BinaryAnswer):
+            return _binary(answer, result.model, result.version)
+        return answer
+
+    common = [
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+        inspect.Parameter(
+            "model", inspect.Parameter.KEYWORD_ONLY, default=ModelQ, annotation=str | None
+        ),
+        inspect.Parameter(
+            "version", inspect.Parameter.KEYWORD_ONLY, default=VersionQ, annotation=int | None
+        ),
+    ]
+    timeout = inspect.Parameter(
+        "x_request_timeout_ms",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=TimeoutH,
+        annotation=float | None,
     )
-
-
-@router.post(
-    "/detect",
-    response_model=DetectResponse,
-    responses={**PNG_RESPONSE, **INFER_ERRORS},
-    openapi_extra=IMAGE_BODY,
-    summary="Detect objects: labelled boxes in pixels of the image sent, or a PNG of them",
-)
-async def detect(
-    request: Request,
-    data_plane: DataPlaneDep,
-    model: str | None = ModelQ,
-    version: int | None = VersionQ,
-    score_threshold: float | None = Query(
-        None,
-        description="Minimum score to return, in [0, 1] (default: the model's manifest).",
-    ),
-    max_detections: int | None = Query(
-        None,
-        description="At most this many detections, best first (default: the model's "
-        "manifest; at most its pre_nms_top_k, 1000 by default).",
-    ),
-    class_agnostic_nms: bool | None = Query(
-        None,
-        description="true: overlapping boxes suppress each other whatever their classes (one box "
-        "per object); false: only boxes of the same class do (default: the model's manifest).",
-    ),
-    format: DetectFormat = DetectFormatQ,
-    x_request_timeout_ms: float | None = TimeoutH,
-) -> Any:
-    params: dict[str, Any] = {
-        "score_threshold": score_threshold,
-        "max_detections": max_detections,
-        "class_agnostic_nms": class_agnostic_nms,
-    }
-    result = await data_plane.infer(
-        "detection",
-        _body(request, data_plane),
-        model=model,
-        version=version,
-        params={
-            **{k: v for k, v in params.items() if v is not None},
-            "return_overlay": format == "overlay",
-        },
-        protocol="rest",
-        timeout_s=_timeout_s(x_request_timeout_ms),
+    endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*common, *_query_parameters(task), timeout]
     )
-    if format == "json":
-        return detect_response(result)
-    assert isinstance(result.result, DetectionResult)
-    assert result.result.overlay_png is not None
-    return _png(result.result.overlay_png, result)
+    endpoint.__name__ = task.route
+    return endpoint
 
 
-SegmentFormat = Literal["json", "png", "overlay"]
-FormatQ = Query(
-    "json",
-    description="json: JSON with the base64 mask PNG and class shares; png: the mask PNG itself "
-    "(class indices); overlay: an RGB PNG for people, the image blended with the mask colours and "
-    "a legend below it (each class present, its colour and share of the pixels).",
-)
+def _has_binary_formats(query: type[BaseModel]) -> bool:
+    field = query.model_fields.get("format")
+    return field is not None and len(get_args(field.annotation)) > 1
 
 
-@router.post(
-    "/segment",
-    response_model=SegmentResponse,
-    responses={**PNG_RESPONSE, **INFER_ERRORS},
-    openapi_extra=IMAGE_BODY,
-    summary="Segment an image: class mask (PNG) and class shares, or the PNG itself",
-)
-async def segment(
-    request: Request,
-    data_plane: DataPlaneDep,
-    model: str | None = ModelQ,
-    version: int | None = VersionQ,
-    format: SegmentFormat = FormatQ,
-    x_request_timeout_ms: float | None = TimeoutH,
-) -> Any:
-    result = await data_plane.infer(
-        "segmentation",
-        _body(request, data_plane),
-        model=model,
-        version=version,
-        params={"return_overlay": format == "overlay"},
-        protocol="rest",
-        timeout_s=_timeout_s(x_request_timeout_ms),
-    )
-    if format == "json":
-        return segment_response(result)
-    assert isinstance(result.result, SegmentationResult)
-    png = result.result.overlay_png if format == "overlay" else result.result.mask_png
-    assert png is not None
-    return _png(png, result, **{"X-Class-Names": ",".join(result.result.class_names)})
+def add_task_routes(target: APIRouter) -> None:
+    """``POST /{route}`` for every registered task."""
+    for task in task_classes():
+        target.add_api_route(
+            f"/{task.route}",
+            task_endpoint(task),
+            methods=["POST"],
+            response_model=task.rest_response,
+            responses=(
+                {**PNG_RESPONSE, **INFER_ERRORS}
+                if _has_binary_formats(task.rest_query)
+                else INFER_ERRORS
+            ),
+            openapi_extra=IMAGE_BODY,
+            summary=task.summary,
+        )
+
+
+add_task_routes(router)

@@ -43,7 +43,15 @@ export async function listModels() {
   return (await call("/models")).models;
 }
 
-export const ENDPOINTS = { classification: "/classify", detection: "/detect", segmentation: "/segment" };
+/** The route of each task this server answers (filled by listTasks). */
+export const ENDPOINTS = {};
+
+/** GET /tasks: the tasks this server answers, with their routes; fills ENDPOINTS. */
+export async function listTasks() {
+  const { tasks } = await call("/tasks");
+  for (const task of tasks) ENDPOINTS[task.name] = `/${task.route}`;
+  return tasks;
+}
 
 /** POST the image to the task's endpoint; `params` become the query string. */
 export async function infer(task, image, { model = "", params = {} } = {}) {

@@ -1,6 +1,6 @@
 // The page's entry point: model choice, the image, running a request and drawing its answer.
 
-import { ENDPOINTS, infer, listModels } from "./api.js";
+import { ENDPOINTS, infer, listModels, listTasks } from "./api.js";
 import { hideError, showError } from "./feedback.js";
 import { setupImageInput } from "./image_input.js";
 import { renderModels } from "./models_panel.js";
@@ -9,14 +9,20 @@ import {
   filterDetections,
   renderClassification,
   renderDetection,
+  renderEmbedding,
   renderSegmentation,
   renderTimings,
   setMaskOpacity,
 } from "./render.js";
 import { $ } from "./dom.js";
 
-const TASKS = ["classification", "detection", "segmentation"];
-const TASK_NAMES = { classification: "Classification", detection: "Detection", segmentation: "Segmentation" };
+let TASKS = ["classification", "detection", "segmentation"]; // replaced by GET /tasks
+const TASK_NAMES = {
+  classification: "Classification",
+  detection: "Detection",
+  segmentation: "Segmentation",
+  embedding: "Embedding",
+};
 
 const state = {
   image: null, // the Blob sent
@@ -24,6 +30,7 @@ const state = {
   description: "",
   answer: null, // the last successful answer
   answerTask: null,
+  embeddings: [], // the last two embeddings: [{model, description, vector}], newest last
   runs: 0, // requests started; an older answer arriving late is ignored
 };
 
@@ -64,6 +71,7 @@ function showTaskFields() {
 
 async function refreshModels() {
   try {
+    TASKS = (await listTasks()).map((t) => t.name);
     const models = await listModels();
     fillModelSelect(models);
     renderModels(models, refreshModels);
@@ -126,11 +134,25 @@ async function show(task, answer) {
   let summary;
   if (task === "classification") summary = renderClassification(answer);
   else if (task === "detection") summary = renderDetection(answer, threshold());
+  else if (task === "embedding") summary = renderEmbedding(answer, rememberEmbedding(answer));
   else summary = await renderSegmentation(answer, opacity());
   renderTimings(answer.timings_ms);
   const ms = answer.timings_ms.total;
   $("status").textContent =
     `${answer.model} v${answer.version}: ${summary} · ${ms.toFixed(1)} ms in the server`;
+}
+
+/** Keep the last two embeddings; the previous one of the same model, to compare with. */
+function rememberEmbedding(answer) {
+  const previous = state.embeddings.findLast(
+    (e) => e.model === answer.model && e.description !== state.description,
+  );
+  state.embeddings = [...state.embeddings.slice(-1), {
+    model: answer.model,
+    description: state.description,
+    vector: answer.embedding,
+  }];
+  return previous || null;
 }
 
 function setImage(blob, description) {

@@ -17,13 +17,44 @@ export const percent = (x, digits = 1) => `${(100 * x).toFixed(digits)} %`;
 
 /** Hide every task's panel and overlay (before drawing a new answer). */
 export function clearResult() {
-  for (const id of ["classes-panel", "counts-panel", "legend-panel", "boxes", "mask-canvas"]) {
+  for (const id of ["classes-panel", "counts-panel", "legend-panel", "embedding-panel", "boxes", "mask-canvas"]) {
     $(id).hidden = true;
   }
   $("bars").replaceChildren();
   $("boxes").replaceChildren();
   $("counts").replaceChildren();
   $("legend").replaceChildren();
+}
+
+// ---------------------------------------------------------------- embedding
+
+const norm = (v) => Math.sqrt(v.reduce((sum, x) => sum + x * x, 0));
+
+/** Cosine similarity of two vectors of the same length. */
+export function cosine(a, b) {
+  const dot = a.reduce((sum, x, i) => sum + x * b[i], 0);
+  return dot / Math.max(norm(a) * norm(b), 1e-12);
+}
+
+/** The vector's first values and its norm; with `previous`, the cosine similarity to it. */
+export function renderEmbedding(answer, previous) {
+  const shown = answer.embedding.slice(0, 8).map((x) => x.toFixed(4));
+  $("embedding-values").textContent = `[${shown.join(", ")}${answer.dim > 8 ? ", …" : ""}]`;
+  $("embedding-norm").textContent =
+    `${answer.dim} values, norm ${norm(answer.embedding).toFixed(4)}` +
+    (answer.normalized ? " (scaled to unit length)" : "");
+  const compare = $("embedding-compare");
+  if (previous && previous.vector.length === answer.embedding.length) {
+    const similarity = cosine(previous.vector, answer.embedding);
+    compare.dataset.cosine = String(similarity);
+    compare.textContent =
+      `Cosine similarity to the previous image (${previous.description}): ${similarity.toFixed(4)}`;
+  } else {
+    delete compare.dataset.cosine;
+    compare.textContent = "Send a second image to compare the two (cosine similarity).";
+  }
+  $("embedding-panel").hidden = false;
+  return `a vector of ${answer.dim} values`;
 }
 
 // ---------------------------------------------------------------- classification
