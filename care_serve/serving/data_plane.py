@@ -27,7 +27,6 @@ connection).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,14 +37,12 @@ from pydantic import BaseModel
 
 from care_serve.errors import (
     CareServeError,
-    Conflict,
     DeadlineExceeded,
     InvalidInput,
     ModelNotReady,
     NotFound,
     ServerBusy,
     ShuttingDown,
-    Unauthorized,
 )
 from care_serve.imaging.decode import DecodedImage, ImageProbe, load_image, probe_image
 from care_serve.imaging.inputs import (
@@ -59,7 +56,9 @@ from care_serve.imaging.inputs import (
 from care_serve.imaging.preprocess import PreprocessMeta
 from care_serve.observability.metrics import ServingMetrics
 from care_serve.observability.request_context import note_model
+from care_serve.serving.auth import Authorizer
 from care_serve.serving.manager import LoadedModel, ModelManager
+from care_serve.serving.status import ModelList, ModelStatus
 from care_serve.serving.workers import WorkerPools
 from care_serve.settings import Settings
 from care_serve.tasks.base import InferenceResult
@@ -124,6 +123,7 @@ class DataPlane:
         self.manager = manager
         self.metrics = metrics
         self.pools = pools
+        self.auth = Authorizer(settings)
         self.draining = False
         self.inflight = 0
         self._abort: asyncio.Future[None] | None = None
@@ -425,48 +425,27 @@ class DataPlane:
         return _Prepared(meta.orig_width, meta.orig_height, array, meta, 0.0, elapsed, False)
 
     # -- model operations ----------------------------------------------------------------
-    def check_admin(self, authorization: str | None) -> None:
-        """Raise ``Unauthorized`` unless the admin token is unset or ``Bearer <token>``."""
-        token = self.settings.admin_token
-        if token is None:
-            return
-        scheme, _, given = (authorization or "").partition(" ")
-        expected = token.get_secret_value().encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise Unauthorized(
-                "this operation needs the admin token: send 'Authorization: Bearer <token>'"
-            )
-
-    def check_model_control(self, authorization: str | None) -> None:
-        """Load/unload are allowed: the admin token matches and the store is not watched."""
-        self.check_admin(authorization)
-        if self.settings.model_control == "poll":
-            raise Conflict(
-                "the server watches the model store (model_control poll): add, change or "
-                "remove versions in the store instead; it is scanned every "
-                f"{self.settings.repository_poll_s:g} s"
-            )
-
     async def load_model(
         self, name: str, version: int | str | None, authorization: str | None
-    ) -> dict[str, Any]:
+    ) -> ModelStatus:
         """Load one version beside the others, or (no version) what the policy selects."""
-        self.check_model_control(authorization)
+        self.auth.check_model_control(authorization)
         await self.manager.load(name, version)
         return self.manager.describe(name)
 
     async def unload_model(
-        self, name: str, authorization: str | None, version: int | str | None = None
-    ) -> dict[str, Any]:
+        self, name: str, version: int | str | None, authorization: str | None
+    ) -> ModelStatus:
         """Unload one version, or (no version) every version of ``name``."""
-        self.check_model_control(authorization)
+        self.auth.check_model_control(authorization)
         await self.manager.unload(name, version)
         return self.manager.describe(name)
 
-    def list_models(self) -> list[dict[str, Any]]:
-        return self.manager.list_models()
+    def list_models(self) -> ModelList:
+        """Every model loaded or in the store, and the default model of each task."""
+        return ModelList(models=self.manager.list_models(), defaults=self.manager.defaults())
 
-    def model_detail(self, name: str) -> dict[str, Any]:
+    def model_detail(self, name: str) -> ModelStatus:
         return self.manager.describe(name)
 
     def ready(self) -> bool:

@@ -42,6 +42,7 @@ from care_serve.observability.metrics import ServingMetrics
 from care_serve.observability.redaction import redact_paths, redact_values
 from care_serve.serving.batching import DynamicBatcher
 from care_serve.serving.core_budget import CoreBudget
+from care_serve.serving.status import ModelStatus, State, TaskDefault, VersionStatus
 from care_serve.settings import Settings, cpu_count
 from care_serve.store.config import STORE_FILE, StoreConfig, VersionPolicy
 from care_serve.store.manifest import Manifest
@@ -593,7 +594,7 @@ class ModelManager:
                 )
 
     # -- listing -------------------------------------------------------------------------
-    def _version_states(self, name: str, disk: list[int]) -> list[dict[str, Any]]:
+    def _version_states(self, name: str, disk: list[int]) -> list[VersionStatus]:
         serving = self._models.get(name, {})
         loading = self._loading.get(name, set())
         errors = self._errors.get(name, {})
@@ -601,7 +602,7 @@ class ModelManager:
         selected = set(self.policy(name).select(disk))
         states = []
         for v in sorted(set(disk) | set(serving) | loading):
-            state = (
+            state: State = (
                 "ready"
                 if v in serving
                 else "loading"
@@ -611,17 +612,17 @@ class ModelManager:
                 else "available"
             )
             states.append(
-                {
-                    "version": v,
-                    "state": state,
-                    "default": v == default,
-                    "in_policy": v in selected,
-                    "error": errors.get(v),
-                }
+                VersionStatus(
+                    version=v,
+                    state=state,
+                    default=v == default,
+                    in_policy=v in selected,
+                    error=errors.get(v),
+                )
             )
         return states
 
-    def describe(self, name: str) -> dict[str, Any]:
+    def describe(self, name: str) -> ModelStatus:
         """State, versions, defaults and manifest summary of one model (loaded or on disk)."""
         name = check_name(name)
         disk = self.repository.versions(name)
@@ -631,32 +632,18 @@ class ModelManager:
         default = self.default_version(name)
         loaded = self.representative(name)
         errors = self._errors.get(name, {})
+        state: State
         if loaded is not None:
             state, manifest = "ready", loaded.manifest
         else:
-            state = "loading" if name in self._loading else "failed" if errors else ("available")
+            state = "loading" if name in self._loading else "failed" if errors else "available"
             try:
                 manifest = self.repository.package(name).manifest
             except CareServeError:
                 manifest = None
         error_version, error = next(reversed(errors.items()), (None, None))
         config = self.config.model(name)
-        info: dict[str, Any] = {
-            "name": name,
-            "state": state,
-            "loaded_version": default,
-            "loaded_versions": sorted(serving),
-            "versions": disk,
-            "version_policy": config.version_policy.describe(),
-            "default_version": default,
-            "default_version_source": (
-                STORE_FILE if config.default_version is not None else "highest serving version"
-            ),
-            "default_for": self.default_for(name),
-            "version_status": self._version_states(name, disk),
-            "error": error,
-            "error_version": error_version,
-        }
+        info: dict[str, Any] = {}
         if manifest is not None:
             info.update(
                 task=manifest.task,
@@ -674,7 +661,23 @@ class ModelManager:
                 load_seconds=round(loaded.load_seconds, 4),
                 queue_depth=sum(m.batcher.queue_depth for m in serving.values()),
             )
-        return info
+        return ModelStatus(
+            name=name,
+            state=state,
+            loaded_version=default,
+            loaded_versions=sorted(serving),
+            versions=disk,
+            version_policy=config.version_policy.describe(),
+            default_version=default,
+            default_version_source=(
+                STORE_FILE if config.default_version is not None else "highest serving version"
+            ),
+            default_for=self.default_for(name),
+            version_status=self._version_states(name, disk),
+            error=error,
+            error_version=error_version,
+            **info,
+        )
 
     def default_for(self, name: str) -> list[str]:
         """The tasks whose requests naming no model go to ``name``."""
@@ -687,22 +690,22 @@ class ModelManager:
                 continue
         return tasks
 
-    def defaults(self) -> dict[str, dict[str, Any]]:
+    def defaults(self) -> dict[str, TaskDefault]:
         """Per task: the default model, where the choice comes from, and whether it serves."""
-        result: dict[str, dict[str, Any]] = {}
+        result: dict[str, TaskDefault] = {}
         for task in task_names():
             explicit = self.config.defaults.get(task)
             name = explicit or self._first_loaded.get(task)
             if name is None:
                 continue
-            result[task] = {
-                "model": name,
-                "source": STORE_FILE if explicit else "first loaded",
-                "serving": self.serving_task(name) == task,
-            }
+            result[task] = TaskDefault(
+                model=name,
+                source=STORE_FILE if explicit else "first loaded",
+                serving=self.serving_task(name) == task,
+            )
         return result
 
-    def list_models(self) -> list[dict[str, Any]]:
+    def list_models(self) -> list[ModelStatus]:
         """Every model loaded or in the store, with its state and versions."""
         names = sorted(set(self.repository.model_names()) | set(self._models) | set(self._loading))
         return [self.describe(n) for n in names]

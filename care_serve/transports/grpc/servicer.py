@@ -20,6 +20,7 @@ from care_serve.errors import CareServeError
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
 from care_serve.serving.data_plane import DataPlane
+from care_serve.serving.status import ModelList, ModelStatus
 from care_serve.tasks.base import Task, task_classes
 from care_serve.transports.grpc.context import authorization_of, timeout_of
 
@@ -29,37 +30,37 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _model_info(info: dict[str, Any]) -> Any:
-    inp = info.get("input") or {}
-    card = info.get("model_card") or {}
+def _model_info(status: ModelStatus) -> Any:
+    """``ModelInfo`` of a model's status, field by field (proto3: 0 / "" for none)."""
+    card = status.model_card or {}
     return pb.ModelInfo(
-        name=info["name"],
-        state=info["state"],
-        loaded_version=info.get("loaded_version") or 0,
-        versions=info.get("versions", []),
-        task=info.get("task", ""),
-        architecture=info.get("architecture", ""),
-        format=info.get("format", ""),
-        input_height=inp.get("height", 0),
-        input_width=inp.get("width", 0),
-        num_classes=info.get("num_classes", 0),
-        backend=info.get("backend", ""),
-        error=info.get("error") or "",
+        name=status.name,
+        state=status.state,
+        loaded_version=status.loaded_version or 0,
+        versions=status.versions,
+        task=status.task or "",
+        architecture=status.architecture or "",
+        format=status.format or "",
+        input_height=(status.input or {}).get("height", 0),
+        input_width=(status.input or {}).get("width", 0),
+        num_classes=status.num_classes or 0,
+        backend=status.backend or "",
+        error=status.error or "",
         description=card.get("description", ""),
-        loaded_versions=info.get("loaded_versions", []),
-        default_for=info.get("default_for", []),
-        version_policy=_policy(info.get("version_policy") or {}),
+        loaded_versions=status.loaded_versions,
+        default_for=status.default_for,
+        version_policy=_policy(status.version_policy),
         version_status=[
             pb.VersionStatus(
-                version=s["version"],
-                state=s["state"],
-                is_default=s["default"],
-                in_policy=s["in_policy"],
-                error=s["error"] or "",
+                version=v.version,
+                state=v.state,
+                is_default=v.default,
+                in_policy=v.in_policy,
+                error=v.error or "",
             )
-            for s in info.get("version_status", [])
+            for v in status.version_status
         ],
-        error_version=info.get("error_version") or 0,
+        error_version=status.error_version or 0,
     )
 
 
@@ -113,21 +114,23 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         return method
 
     async def ListModels(self, request: Any, context: Any) -> Any:
-        async def call() -> list[dict[str, Any]]:
+        async def call() -> ModelList:
             return self.data_plane.list_models()
 
-        models = await _guard(context, call)
-        defaults = {task: d["model"] for task, d in self.data_plane.manager.defaults().items()}
-        return pb.ListModelsResponse(models=[_model_info(m) for m in models], defaults=defaults)
+        listing = await _guard(context, call)
+        defaults = {task: d.model for task, d in listing.defaults.items()}
+        return pb.ListModelsResponse(
+            models=[_model_info(m) for m in listing.models], defaults=defaults
+        )
 
     async def GetModel(self, request: Any, context: Any) -> Any:
-        async def call() -> dict[str, Any]:
+        async def call() -> ModelStatus:
             return self.data_plane.model_detail(request.name)
 
         return _model_info(await _guard(context, call))
 
     async def LoadModel(self, request: Any, context: Any) -> Any:
-        async def call() -> dict[str, Any]:
+        async def call() -> ModelStatus:
             version = request.version or None
             return await self.data_plane.load_model(
                 request.name, version, authorization_of(context)
@@ -136,10 +139,10 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         return _model_info(await _guard(context, call))
 
     async def UnloadModel(self, request: Any, context: Any) -> Any:
-        async def call() -> dict[str, Any]:
+        async def call() -> ModelStatus:
             version = request.version or None
             return await self.data_plane.unload_model(
-                request.name, authorization_of(context), version
+                request.name, version, authorization_of(context)
             )
 
         return _model_info(await _guard(context, call))

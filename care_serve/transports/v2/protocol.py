@@ -131,14 +131,14 @@ class V2Protocol:
     def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         """One entry per model version (on disk, loading or serving), as Triton lists them."""
         index = []
-        for info in self.data_plane.list_models():
-            for status in info.get("version_status") or []:
-                state = _STATES.get(status["state"], "UNAVAILABLE")
+        for model in self.data_plane.list_models().models:
+            for status in model.version_status:
+                state = _STATES.get(status.state, "UNAVAILABLE")
                 if ready_only and state != "READY":
                     continue
-                entry = {"name": info["name"], "version": str(status["version"]), "state": state}
-                if status.get("error"):
-                    entry["reason"] = status["error"]
+                entry = {"name": model.name, "version": str(status.version), "state": state}
+                if status.error:
+                    entry["reason"] = status.error
                 index.append(entry)
         return index
 
@@ -151,7 +151,7 @@ class V2Protocol:
         await self.data_plane.load_model(name, version, authorization)
 
     async def unload(self, name: str, authorization: str | None) -> None:
-        self.data_plane.check_admin(authorization)
+        self.data_plane.auth.check_admin(authorization)
         if name not in self.data_plane.manager.loaded():
             raise NotFound(f"model {name!r} is not loaded")
-        await self.data_plane.unload_model(name, authorization)
+        await self.data_plane.unload_model(name, None, authorization)
