@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the dataset and print where it went."""
-    from care_serve.offline.data.synthetic import generate_dataset
+    from care_serve.offline.data.generate import generate_dataset
 
     path = generate_dataset(
         args.task,

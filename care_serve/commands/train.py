@@ -27,12 +27,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("task", choices=TASKS)
     p.add_argument("--data", required=True, type=Path, help="dataset root (see docs/training.md)")
     p.add_argument(
-        "--output",
+        "--model-store",
         required=True,
         type=Path,
-        help="a store root (with --name) or a package directory <store>/<name>/<version>",
+        help="the model store to write into (with --name), or a package directory "
+        "<store>/<name>/<version>",
     )
-    p.add_argument("--name", help="model name in the store (default: from --output)")
+    p.add_argument("--name", help="model name in the store (default: from --model-store)")
     p.add_argument("--version", type=int, help="package version (default 1)")
     p.add_argument("--arch", default="care_tiny", help="CARE variant (default care_tiny)")
     p.add_argument("--split", default="train", help="training split (default train)")
@@ -91,7 +92,7 @@ def register(subparsers: Any) -> None:
 def _command(args: argparse.Namespace) -> str:
     parts = ["python", "-m", "care_serve", "train", args.task]
     for flag in (
-        "data", "output", "name", "version", "arch", "split", "val_split", "epochs", "steps",
+        "data", "model_store", "name", "version", "arch", "split", "val_split", "epochs", "steps",
         "batch_size", "train_crop", "hard_pixels", "lr", "init_checkpoint", "init_weights",
         "seed", "threads", "description",
     ):  # fmt: skip
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         TrainOptions(
             task=args.task,
             data=args.data,
-            output=args.output,
+            output=args.model_store,
             arch=args.arch,
             name=args.name,
             version=args.version,

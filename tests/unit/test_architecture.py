@@ -34,3 +34,54 @@ def test_an_upward_import_breaks_the_layers_contract(tmp_path: Path) -> None:
     result = _lint_imports(tmp_path)
     assert result.returncode != 0
     assert "care_serve.errors -> care_serve.serving.manager" in result.stdout
+
+
+def _cycles(graph: object, modules: list[str]) -> list[list[str]]:
+    """The import cycles among ``modules`` (strongly connected components of two or more)."""
+    imports = {m: graph.find_modules_directly_imported_by(m) & set(modules) for m in modules}  # type: ignore[attr-defined]
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for other in imports[module]:
+            if other not in order:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], order[other])
+        if low[module] == order[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in modules:
+        if module not in order:
+            visit(module)
+    return found
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    import grimp
+
+    graph = grimp.build_graph("care_serve")
+    modules = sorted(m for m in graph.modules if not m.startswith("care_serve.grpc_gen"))
+    assert _cycles(graph, modules) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    class Graph:
+        edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+
+        def find_modules_directly_imported_by(self, module: str) -> set[str]:
+            return self.edges[module]
+
+    assert _cycles(Graph(), ["a", "b", "c", "d"]) == [["a", "b", "c"]]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from care_serve.errors import DatasetError
 
@@ -34,6 +35,7 @@ __all__ = [
     "DetectionData",
     "DetectionSample",
     "SegmentationData",
+    "load_mask",
     "read_coco",
     "read_image_folder",
     "read_mask_pairs",
@@ -225,3 +227,18 @@ def read_mask_pairs(root: str | os.PathLike[str], split: str = "train") -> Segme
             )
         masks.append(mask)
     return SegmentationData(images, masks, classes)
+
+
+def load_mask(path: Path) -> np.ndarray:
+    """A segmentation mask PNG as uint8 class indices; ``DatasetError`` if it is not one."""
+    try:
+        with Image.open(path) as image:
+            mask = np.asarray(image)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DatasetError(f"cannot decode mask {path}: {exc}") from None
+    if mask.ndim != 2:
+        raise DatasetError(
+            f"mask {path} has shape {mask.shape}; masks must be single-channel PNGs of class "
+            "indices (mode L or P)"
+        )
+    return mask.astype(np.uint8)

@@ -1,6 +1,6 @@
 """Synthetic shape scenes, written in the standard dataset formats.
 
-This module draws the *classic* scenes described below; ``generate_dataset``
+This module draws the *classic* scenes described below; ``care_serve.offline.data.generate``
 also writes the *wide* distribution of ``care_serve.offline.data.wide`` (its default), with
 each scene's style in ``OUT/styles_SPLIT.json``.
 
@@ -33,35 +33,48 @@ Layouts written (``SPLIT`` defaults to ``train``):
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 __all__ = [
     "BACKGROUND",
     "CLASS_NAMES",
-    "DISTRIBUTIONS",
     "IMAGE_FORMATS",
+    "SIZE_BUCKETS",
     "TASKS",
     "Scene",
     "SceneSpec",
     "Shape",
     "class_id",
-    "generate_dataset",
     "make_scene",
     "scene_rng",
+    "size_bucket",
 ]
 
 CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle")
 BACKGROUND = "background"
 TASKS: tuple[str, ...] = ("classification", "detection", "segmentation")
 IMAGE_FORMATS: tuple[str, ...] = ("png", "jpg")
+# (name, lower bound) of the shape-size buckets, size = box side / shorter image side.
+SIZE_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("size<15%", 0.0),
+    ("size15-40%", 0.15),
+    ("size40-70%", 0.40),
+    ("size>=70%", 0.70),
+)
+
+
+def size_bucket(size: float) -> str:
+    """The size bucket name of a shape whose box side is ``size`` x the shorter image side."""
+    name = SIZE_BUCKETS[0][0]
+    for bucket, lower in SIZE_BUCKETS:
+        if size >= lower:
+            name = bucket
+    return name
 
 
 def class_id(name: str) -> int:
@@ -255,8 +268,6 @@ def _place(
 
 def _classic_style(shapes: Sequence[Shape], background: str, short: int) -> dict[str, Any]:
     """The ``style`` record of a classic scene (same keys as a wide scene's)."""
-    from care_serve.offline.data.wide import size_bucket
-
     records = []
     for shape in shapes:
         x1, y1, x2, y2 = shape.box
@@ -317,146 +328,3 @@ def make_scene(
 
 # ---------------------------------------------------------------------------
 # Writing the standard formats
-# ---------------------------------------------------------------------------
-
-
-def _save(array: np.ndarray, path: Path, image_format: str) -> None:
-    if image_format == "png":
-        Image.fromarray(array).save(path, compress_level=3)
-    else:
-        Image.fromarray(array).save(path, quality=95)
-
-
-def _check_args(task: str, count: int, split: str, image_format: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    if count < 1:
-        raise ValueError(f"--count must be at least 1, got {count}")
-    if not split or "/" in split or split.startswith("."):
-        raise ValueError(
-            f"split must be a plain folder name such as 'train' or 'val', got {split!r}"
-        )
-    if image_format not in IMAGE_FORMATS:
-        raise ValueError(
-            f"image format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}"
-        )
-
-
-DISTRIBUTIONS: tuple[str, ...] = ("wide", "classic")
-
-
-def _scene_maker(distribution: str) -> Callable[[np.random.Generator, list[str] | None], Scene]:
-    if distribution == "classic":
-        return make_scene
-    from care_serve.offline.data.wide import make_wide_scene
-
-    return make_wide_scene
-
-
-def coco_categories() -> list[dict[str, object]]:
-    """The COCO ``categories`` list of the shape classes."""
-    return [{"id": class_id(n), "name": n, "supercategory": "shape"} for n in CLASS_NAMES]
-
-
-def generate_dataset(
-    task: str,
-    output: str | Path,
-    count: int,
-    seed: int = 0,
-    split: str = "train",
-    image_format: str = "png",
-    progress: bool = False,
-    distribution: str = "wide",
-) -> Path:
-    """Write ``count`` scenes of ``task`` under ``output`` (see the module docstring).
-
-    ``distribution`` is ``wide`` (``care_serve.offline.data.wide``) or ``classic`` (the
-    scenes above, as earlier versions drew them from the same seed). Each
-    scene's style (background, degradations, and per shape its size bucket,
-    fill and line width, border cut) goes to ``OUT/styles_SPLIT.json``, keyed by
-    the image path relative to ``OUT``; segmentation also writes instance maps
-    (``OUT/instances/SPLIT/*.png``, shape ``i`` of the style list = value
-    ``i + 1``). Returns the written split's image folder (classification,
-    detection) or the dataset root (segmentation). Segmentation images are
-    always PNG.
-    """
-    from tqdm import tqdm
-
-    _check_args(task, count, split, image_format)
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}"
-        )
-    draw = _scene_maker(distribution)
-    styles: dict[str, Any] = {}
-    root = Path(output)
-    ext = "png" if task == "segmentation" else image_format
-    coco: dict[str, list[dict[str, object]]] = {"images": [], "annotations": []}
-    if task == "classification":
-        for name in CLASS_NAMES:
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-    elif task == "detection":
-        (root / split).mkdir(parents=True, exist_ok=True)
-        (root / "annotations").mkdir(parents=True, exist_ok=True)
-    else:
-        (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        (root / "masks" / split).mkdir(parents=True, exist_ok=True)
-        (root / "instances" / split).mkdir(parents=True, exist_ok=True)
-        (root / "classes.txt").write_text("\n".join((BACKGROUND, *CLASS_NAMES)) + "\n")
-    for i in tqdm(range(count), desc=f"generate {task}", unit="img", disable=not progress):
-        rng = scene_rng(seed, task, i)
-        if task == "classification":
-            kind = CLASS_NAMES[i % len(CLASS_NAMES)]
-            scene = draw(rng, [kind])
-            relative = f"{split}/{kind}/{split}_{i:06d}.{ext}"
-            _save(scene.image, root / relative, ext)
-        elif task == "detection":
-            scene = draw(rng, None)
-            name = f"{i:06d}.{ext}"
-            relative = f"{split}/{name}"
-            _save(scene.image, root / split / name, ext)
-            height, width = scene.mask.shape
-            coco["images"].append(
-                {"id": i + 1, "file_name": name, "width": width, "height": height}
-            )
-            assert scene.instances is not None
-            for k, shape in enumerate(scene.shapes, start=1):
-                x1, y1, x2, y2 = shape.box
-                visible = int((scene.instances[y1:y2, x1:x2] == k).sum())
-                coco["annotations"].append(
-                    {
-                        "id": len(coco["annotations"]) + 1,
-                        "image_id": i + 1,
-                        "category_id": shape.class_id,
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "area": visible,
-                        "iscrowd": 0,
-                    }
-                )
-        else:
-            scene = draw(rng, None)
-            relative = f"images/{split}/{i:06d}.png"
-            _save(scene.image, root / relative, "png")
-            Image.fromarray(scene.mask).save(root / "masks" / split / f"{i:06d}.png")
-            assert scene.instances is not None
-            Image.fromarray(scene.instances).save(root / "instances" / split / f"{i:06d}.png")
-        styles[relative] = scene.style
-    marker: dict[str, Any] = {"tool": "care-serve generate", "task": task, "count": count}
-    marker.update({"seed": seed, "split": split, "image_format": ext})
-    marker["distribution"] = distribution
-    (root / f"generator_{split}.json").write_text(json.dumps(marker) + "\n")
-    (root / f"styles_{split}.json").write_text(
-        json.dumps({"distribution": distribution, "images": styles})
-    )
-    if task == "detection":
-        document = {
-            "info": {"description": f"care-serve synthetic shapes, seed {seed}", "version": "1"},
-            "licenses": [],
-            "categories": coco_categories(),
-            **coco,
-        }
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(document))
-        return root / split
-    if task == "classification":
-        return root / split
-    return root

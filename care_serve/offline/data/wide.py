@@ -41,11 +41,13 @@ from PIL import Image, ImageFilter
 
 from care_serve.offline.data.synthetic import (
     CLASS_NAMES,
+    SIZE_BUCKETS,
     Scene,
     Shape,
     _box_overlap,
     _pick_colour,
     class_id,
+    size_bucket,
     triangle_vertices,
 )
 
@@ -62,23 +64,7 @@ __all__ = [
 BACKGROUNDS: tuple[str, ...] = ("solid", "gradient", "noise", "texture", "photo")
 COMMON_ASPECTS: tuple[float, ...] = (1.0, 4 / 3, 3 / 2, 16 / 9, 2.0)
 LINE_WIDTHS: tuple[float, ...] = (1.5, 2.5, 4.0)  # in model-input pixels of a 320 input
-# (name, lower bound) of the shape-size buckets, size = box side / shorter image side.
-SIZE_BUCKETS: tuple[tuple[str, float], ...] = (
-    ("size<15%", 0.0),
-    ("size15-40%", 0.15),
-    ("size40-70%", 0.40),
-    ("size>=70%", 0.70),
-)
 REFERENCE_INPUT = 320
-
-
-def size_bucket(size: float) -> str:
-    """The size bucket name of a shape whose box side is ``size`` x the shorter image side."""
-    name = SIZE_BUCKETS[0][0]
-    for bucket, lower in SIZE_BUCKETS:
-        if size >= lower:
-            name = bucket
-    return name
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def _progress(items: Iterable[Any], total: int, enabled: bool, desc: str) -> Ite
 def _classification(
     runner: PackageRunner, data_dir: str | os.PathLike[str], split: str, progress: bool
 ) -> Evaluation:
-    from care_serve.offline.training.datasets import read_image_folder
+    from care_serve.offline.data.readers import read_image_folder
 
     data = read_image_folder(data_dir, split)
     to_package = np.asarray(label_mapping(data.classes, runner.labels))
@@ -163,7 +163,7 @@ def _detection(
     progress: bool,
     options: DetectionOptions,
 ) -> Evaluation:
-    from care_serve.offline.training.datasets import read_coco
+    from care_serve.offline.data.readers import read_coco
     from care_serve.tasks.detection import DetectionTask
 
     assert isinstance(runner.task, DetectionTask)
@@ -299,8 +299,7 @@ def _detection_buckets(
 def _segmentation(
     runner: PackageRunner, data_dir: str | os.PathLike[str], split: str, progress: bool
 ) -> Evaluation:
-    from care_serve.offline.training.datasets import read_mask_pairs
-    from care_serve.offline.training.preprocess import _load_mask
+    from care_serve.offline.data.readers import load_mask, read_mask_pairs
 
     data = read_mask_pairs(data_dir, split)
     to_package = np.asarray(label_mapping(data.classes, runner.labels), np.int64)
@@ -315,7 +314,7 @@ def _segmentation(
     for image_path, mask_path, result in zip(
         data.images, data.masks, _progress(results, len(data), progress, "evaluate"), strict=True
     ):
-        target = lut[_load_mask(mask_path)]
+        target = lut[load_mask(mask_path)]
         predicted = np.asarray(result.mask)
         confusion.update(predicted, target)
         style = style_of(styles, data_dir, image_path)
@@ -327,7 +326,7 @@ def _segmentation(
         instance_path = Path(data_dir) / "instances" / split / mask_path.name
         if not instance_path.is_file():
             continue
-        instances = _load_mask(instance_path)
+        instances = load_mask(instance_path)
         for k, attrs in enumerate(style.get("shapes", []), start=1):
             pixels = instances == k
             n = int(pixels.sum())

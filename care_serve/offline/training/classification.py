@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from care_serve.offline.data.readers import read_image_folder
 from care_serve.offline.training.augment import colour_jitter, normalize_batch, random_dihedral
-from care_serve.offline.training.datasets import read_image_folder
 from care_serve.offline.training.preprocess import CachedDataset, cache_classification
 from care_serve.offline.training.task import Batch, TrainTask
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from care_serve.offline.data.readers import read_coco
 from care_serve.offline.training.augment import (
     colour_jitter,
     crop_boxes,
@@ -16,7 +17,6 @@ from care_serve.offline.training.augment import (
     random_crop,
     random_dihedral,
 )
-from care_serve.offline.training.datasets import read_coco
 from care_serve.offline.training.preprocess import CachedDataset, cache_detection
 from care_serve.offline.training.task import Batch, TrainTask
 

@@ -20,7 +20,7 @@ WEIGHTS_FILE = "model.onnx"
 def package_target(
     output: str | os.PathLike[str], name: str | None, version: int | None
 ) -> tuple[Path, str, int]:
-    """(store root, name, version) from ``--output`` and the optional ``--name``/``--version``.
+    """(store root, name, version) from ``--model-store`` and the optional ``--name``/``--version``.
 
     ``output`` is a store root, or a package directory ``.../<name>/<version>``
     whose last two parts give the name and version when they are not passed.
@@ -32,8 +32,8 @@ def package_target(
         return out.parent.parent, out.parent.name, int(out.name)
     if name is None:
         raise ValueError(
-            f"--output {out} is not a package directory (<store>/<name>/<version>); give --name "
-            "to write the package into this store"
+            f"--model-store {out} is not a package directory (<store>/<name>/<version>); "
+            "give --name to write the package into this store"
         )
     return out, name, version or 1
 

@@ -20,11 +20,12 @@ from PIL import Image, ImageOps
 from care_serve.errors import DatasetError
 from care_serve.imaging.decode import to_rgb
 from care_serve.imaging.letterbox import LetterboxMeta, letterbox_image, letterbox_mask
-from care_serve.offline.training.datasets import (
+from care_serve.offline.data.readers import (
     IGNORE_INDEX,
     ClassificationData,
     DetectionData,
     SegmentationData,
+    load_mask,
 )
 
 __all__ = [
@@ -45,20 +46,6 @@ def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as exc:
         raise DatasetError(f"cannot decode image {path}: {exc}") from None
     return np.asarray(rgb)
-
-
-def _load_mask(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            mask = np.asarray(image)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DatasetError(f"cannot decode mask {path}: {exc}") from None
-    if mask.ndim != 2:
-        raise DatasetError(
-            f"mask {path} has shape {mask.shape}; masks must be single-channel PNGs of class "
-            "indices (mode L or P)"
-        )
-    return mask.astype(np.uint8)
 
 
 @dataclass
@@ -145,7 +132,7 @@ def cache_segmentation(
     masks = np.empty((len(data), height, width), np.uint8)
     num_classes = len(data.classes)
     for i, (path, meta) in enumerate(zip(data.masks, metas, strict=True)):
-        mask = _load_mask(path)
+        mask = load_mask(path)
         if mask.shape != (meta.orig_height, meta.orig_width):
             raise DatasetError(
                 f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is "

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from care_serve.offline.data.readers import read_mask_pairs
 from care_serve.offline.training.augment import (
     colour_jitter,
     normalize_batch,
     random_crop,
     random_dihedral,
 )
-from care_serve.offline.training.datasets import read_mask_pairs
 from care_serve.offline.training.preprocess import CachedDataset, cache_segmentation
 from care_serve.offline.training.task import Batch, TrainTask
 

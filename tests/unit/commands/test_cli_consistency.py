@@ -41,7 +41,7 @@ def _parse(*argv: str) -> Any:
         ["info", "care_tiny"],
         ["bench"],
         ["import", "ckpt.pth", "--arch", "care_s0", "--name", "m"],
-        ["train", "classification", "--data", "d", "--output", "s"],
+        ["train", "classification", "--data", "d", "--model-store", "s"],
     ],
 )
 def test_input_size_is_spelled_one_way(argv: list[str]) -> None:

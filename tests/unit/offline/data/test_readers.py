@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from care_serve.errors import DatasetError
-from care_serve.offline.data.synthetic import CLASS_NAMES, generate_dataset, scene_rng
+from care_serve.offline.data.generate import generate_dataset
+from care_serve.offline.data.readers import read_coco, read_image_folder, read_mask_pairs
+from care_serve.offline.data.synthetic import CLASS_NAMES, scene_rng
 from care_serve.offline.data.wide import make_wide_scene
-from care_serve.offline.training.datasets import read_coco, read_image_folder, read_mask_pairs
 from care_serve.offline.training.preprocess import (
     cache_classification,
     cache_detection,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from care_serve.offline.data.generate import generate_dataset
 from care_serve.offline.data.synthetic import (
     CLASS_NAMES,
     SceneSpec,
     class_id,
-    generate_dataset,
     make_scene,
     scene_rng,
 )

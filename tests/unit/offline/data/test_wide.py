@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from care_serve.offline.data.synthetic import CLASS_NAMES, generate_dataset, scene_rng
+from care_serve.offline.data.generate import generate_dataset
+from care_serve.offline.data.synthetic import CLASS_NAMES, scene_rng
 from care_serve.offline.data.wide import (
     BACKGROUNDS,
     LINE_WIDTHS,

@@ -13,7 +13,7 @@ import torch
 from care_serve.cli import main
 from care_serve.errors import CheckpointError
 from care_serve.models import read_state_dict
-from care_serve.offline.data.synthetic import generate_dataset
+from care_serve.offline.data.generate import generate_dataset
 from care_serve.offline.evaluation.runner import PackageRunner
 from care_serve.offline.training.classification import ClassificationTask
 from care_serve.offline.training.loop import TrainConfig, load_network_weights, train_loop
@@ -241,7 +241,7 @@ def test_cli_train_and_evaluate(
             "classification",
             "--data",
             str(data / "classification"),
-            "--output",
+            "--model-store",
             str(package),
             "--steps",
             "2",
@@ -314,7 +314,9 @@ def test_cli_rejects_bad_arguments(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
-        main(["train", "classification", "--data", "x", "--output", "y", "--input-size", "100"])
+        main(
+            ["train", "classification", "--data", "x", "--model-store", "y", "--input-size", "100"]
+        )
     assert "multiples of 32" in capsys.readouterr().err
     code = main(
         [
@@ -322,7 +324,7 @@ def test_cli_rejects_bad_arguments(
             "classification",
             "--data",
             str(tmp_path / "none"),
-            "--output",
+            "--model-store",
             str(tmp_path / "s" / "m" / "1"),
             "--quiet",
         ]
@@ -334,7 +336,7 @@ def test_cli_rejects_bad_arguments(
             "classification",
             "--data",
             str(data / "classification"),
-            "--output",
+            "--model-store",
             str(tmp_path / "store"),
             "--quiet",
         ]
