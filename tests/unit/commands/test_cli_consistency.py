@@ -134,10 +134,22 @@ def test_models_doc_matches_info_and_links_exist(capsys: pytest.CaptureFixture[s
     assert fused is not None
     doc = (ROOT / "docs" / "models.md").read_text()
     assert f"fused model: parameters {fused.group(1)}" in doc
-    for path in ("docs/models.md", "docs/serving.md", "README.md"):
-        text = (ROOT / path).read_text()
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for page in pages:
+        path = page.relative_to(ROOT)
+        text = page.read_text()
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
             if not target.startswith(("http://", "https://")):
                 assert (ROOT / path).parent.joinpath(target).exists(), (path, target)
         for name in re.findall(r"\b([A-Z][A-Z_]+\.md)\b", text):
             assert list(ROOT.rglob(name)), (path, name)
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", text):
+            linked = page.parent / target if target else page
+            if linked.suffix == ".md" and not target.startswith(("http://", "https://")):
+                assert anchor in _anchors(linked), (path, target, anchor)
+
+
+def _anchors(page: Path) -> set[str]:
+    """The anchors GitHub makes of a page's headings."""
+    headings = re.findall(r"^#+ (.*)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
