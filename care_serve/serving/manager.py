@@ -82,6 +82,22 @@ class LoadedModel:
         return self.manifest.version
 
 
+@dataclass
+class ModelRecord:
+    """Everything the manager knows about one model name."""
+
+    serving: dict[int, LoadedModel] = field(default_factory=dict)  # version -> serving copy
+    loading: set[int] = field(default_factory=set)  # versions being built
+    # version -> message of its last failed load; dict order = recency.
+    errors: dict[int | None, str] = field(default_factory=dict)
+    fingerprints: dict[int, Fingerprint] = field(default_factory=dict)  # of what serves
+    failed: dict[int, Fingerprint] = field(default_factory=dict)  # files that failed to load
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one load/unload at a time
+    # Should be serving: a start-up target or loaded since, and not unloaded since.
+    # Strict readiness needs every wanted model serving.
+    wanted: bool = False
+
+
 class ModelManager:
     """Owns every loaded model version; all methods run on the server's event loop."""
 
@@ -91,24 +107,28 @@ class ModelManager:
         self.repository = repository
         self.settings = settings
         self.metrics = metrics
-        self._models: dict[str, dict[int, LoadedModel]] = {}  # name -> version -> serving
-        self._loading: dict[str, set[int]] = {}
-        # name -> version -> message of its last failed load; dict order = recency.
-        self._errors: dict[str, dict[int | None, str]] = {}
-        self._fingerprints: dict[tuple[str, int], Fingerprint] = {}  # of what serves
-        self._failed: dict[tuple[str, int], Fingerprint] = {}  # files that failed to load
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._records: dict[str, ModelRecord] = {}  # one per model name ever named
         self._threads = settings.threads_per_model(1)
         self._images_in_flight = 0  # admitted and not yet released, every model
         # Caps the intra-op threads computing at once, across all models, to the cores.
         self.core_budget = CoreBudget(cpu_count())
         self._started = False
-        # Models that should be serving: the start-up targets and what was loaded since,
-        # minus what was unloaded. Strict readiness needs every one of them serving.
-        self._wanted: set[str] = set()
         self._first_loaded: dict[str, str] = {}  # task -> its default without store.json
         self.config = StoreConfig()
         self.config_error: str | None = None
+
+    # -- records -------------------------------------------------------------------------
+    def _record(self, name: str) -> ModelRecord:
+        """The record of ``name``, made on first use."""
+        return self._records.setdefault(name, ModelRecord())
+
+    def _peek(self, name: str) -> ModelRecord:
+        """The record of ``name`` to read (an empty one, not kept, for a name never named)."""
+        return self._records.get(name) or ModelRecord()
+
+    def _serving_names(self) -> list[str]:
+        """Models with at least one serving version."""
+        return [name for name, record in self._records.items() if record.serving]
 
     # -- the store's configuration ---------------------------------------------------------
     def refresh_config(self) -> StoreConfig:
@@ -154,13 +174,14 @@ class ModelManager:
         lines = [f"FAILED {self.config_error}"] if self.config_error else []
         targets = self.startup_targets()
         self._threads = self.settings.threads_per_model(len(targets))
-        self._wanted.update(name for name, _ in targets)
+        for name, _ in targets:
+            self._record(name).wanted = True
         if not targets:
             lines.append(f"no models to load: the model store {self.repository.root} is empty")
         for name, version in targets:
             lines.extend(await self._start_one(name, version))
         for task, name in sorted(self.config.defaults.items()):
-            if name not in self._models:
+            if not self._peek(name).serving:
                 lines.append(
                     f"WARNING the default {task} model {name!r} ({STORE_FILE}) is not loaded"
                 )
@@ -202,7 +223,7 @@ class ModelManager:
     def representative(self, name: str) -> LoadedModel | None:
         """The serving version of ``name`` that stands for it: the default version, else
         the highest serving (None when none serves)."""
-        versions = self._models.get(name)
+        versions = self._peek(name).serving
         if not versions:
             return None
         chosen = self.default_version(name)
@@ -219,7 +240,7 @@ class ModelManager:
         if explicit is not None:
             if self.serving_task(explicit) == task:
                 return explicit
-            if explicit in self._loading:
+            if self._peek(explicit).loading:
                 raise ModelNotReady(
                     f"the default {task} model {explicit!r} is loading; retry shortly"
                 )
@@ -237,7 +258,7 @@ class ModelManager:
 
     def default_version(self, name: str) -> int | None:
         """The version answering requests to ``name`` that name none (None: none serves)."""
-        versions = self._models.get(name)
+        versions = self._peek(name).serving
         if not versions:
             return None
         configured = self.config.model(name).default_version
@@ -250,16 +271,16 @@ class ModelManager:
         get_task_class(task)  # NotSupported when this build has no such task
         name = self.default_model(task) if not name else check_name(name)
         wanted = None if version in (None, "", 0) else check_version(version)
-        versions = self._models.get(name)
+        versions = self._peek(name).serving
         if not versions:
-            if name in self._loading:
+            if self._peek(name).loading:
                 raise ModelNotReady(f"model {name!r} is loading; retry shortly")
             if self.repository.versions(name):
                 raise NotFound(
                     f"model {name!r} is in the store but not loaded "
                     f"(load it with POST /models/{name}/load)"
                 )
-            known = ", ".join(sorted(self._models)) or "none"
+            known = ", ".join(sorted(self._serving_names())) or "none"
             raise NotFound(f"model {name!r} not found (loaded models: {known})")
         serving = ", ".join(map(str, sorted(versions)))
         if wanted is None:
@@ -273,7 +294,7 @@ class ModelManager:
             wanted = chosen
         loaded = versions.get(wanted)
         if loaded is None:
-            if wanted in self._loading.get(name, ()):
+            if wanted in self._peek(name).loading:
                 raise ModelNotReady(f"version {wanted} of model {name!r} is loading; retry shortly")
             raise NotFound(
                 f"version {wanted} of model {name!r} is not loaded (serving versions: "
@@ -314,15 +335,19 @@ class ModelManager:
 
     def loaded(self) -> dict[str, LoadedModel]:
         """Every serving model by name, at its default version (or its highest one)."""
-        return {name: m for name in self._models if (m := self.representative(name)) is not None}
+        return {
+            name: m
+            for name in self._serving_names()
+            if (m := self.representative(name)) is not None
+        }
 
     def loaded_versions(self) -> dict[str, dict[int, LoadedModel]]:
         """Every serving version, by name then version."""
-        return {name: dict(versions) for name, versions in self._models.items() if versions}
+        return {name: dict(r.serving) for name, r in self._records.items() if r.serving}
 
     # -- lifecycle -----------------------------------------------------------------------
     def _lock(self, name: str) -> asyncio.Lock:
-        return self._locks.setdefault(name, asyncio.Lock())
+        return self._record(name).lock
 
     async def load(self, name: str, version: int | str | None = None) -> None:
         """Load (or reload) version ``version`` of ``name`` beside the others; without a
@@ -357,13 +382,13 @@ class ModelManager:
         changes: list[str] = []
         first_error: CareServeError | None = None
         for v in selected:
-            key = (name, v)
+            record = self._peek(name)
             current = self.repository.fingerprint(name, v)
-            serving = v in self._models.get(name, {})
+            serving = v in record.serving
             if not reload:
-                if serving and self._fingerprints.get(key) == current:
+                if serving and record.fingerprints.get(v) == current:
                     continue
-                if not serving and self._failed.get(key) == current:
+                if not serving and record.failed.get(v) == current:
                     continue
             try:
                 loaded = await self._load_version(name, v)
@@ -372,7 +397,7 @@ class ModelManager:
                 changes.append(f"FAILED {name}/{v}: {exc.message}")
                 continue
             changes.append(("reloaded " if serving else "") + self._loaded_line(loaded))
-        serving_now = self._models.get(name, {})
+        serving_now = self._peek(name).serving
         retire = [v for v in serving_now if v not in disk]
         if all(v in serving_now for v in selected):
             retire += [v for v in serving_now if v in disk and v not in selected]
@@ -385,17 +410,16 @@ class ModelManager:
 
     async def _load_version(self, name: str, version: int) -> LoadedModel:
         """Build version ``version`` of ``name``, swap it in, drain the copy it replaces."""
-        async with self._lock(name):
-            key = (name, version)
+        record = self._record(name)
+        async with record.lock:
             fingerprint = self.repository.fingerprint(name, version)
             try:
                 package = self.repository.package(name, version)
             except ModelStoreError as exc:
                 raise self._load_failed(name, version, exc, fingerprint) from None
-            loading = self._loading.setdefault(name, set())
-            loading.add(version)
+            record.loading.add(version)
             labels = (name, str(version))
-            if version not in self._models.get(name, {}):
+            if version not in record.serving:
                 self.metrics.model_ready.labels(*labels).set(0)
             try:
                 new = await self._build(package)
@@ -407,17 +431,14 @@ class ModelManager:
                 error = ModelStoreError(message)
                 raise self._load_failed(name, version, error, fingerprint) from exc
             finally:
-                loading.discard(version)
-                if not loading:
-                    self._loading.pop(name, None)
-            versions = self._models.setdefault(name, {})
-            old = versions.get(version)
-            versions[version] = new  # the atomic swap: new requests see only `new`
-            self._wanted.add(name)
+                record.loading.discard(version)
+            old = record.serving.get(version)
+            record.serving[version] = new  # the atomic swap: new requests see only `new`
+            record.wanted = True
             self._first_loaded.setdefault(new.manifest.task, name)
-            self._errors.get(name, {}).pop(version, None)
-            self._fingerprints[key] = fingerprint
-            self._failed.pop(key, None)
+            record.errors.pop(version, None)
+            record.fingerprints[version] = fingerprint
+            record.failed.pop(version, None)
             self.metrics.model_ready.labels(*labels).set(1)
             self.metrics.load_error.labels(*labels).set(0)
             log.info(
@@ -437,10 +458,10 @@ class ModelManager:
         """Record the load error of ``name/version`` (full in the log, redacted for clients)."""
         log.error("loading %s/%s failed: %s", name, version, exc.message)
         exc.message = redact_paths(exc.message, self.repository.root)
-        errors = self._errors.setdefault(name, {})
-        errors.pop(version, None)  # re-inserted last: the newest error
-        errors[version] = exc.message
-        self._failed[(name, version)] = fingerprint
+        record = self._record(name)
+        record.errors.pop(version, None)  # re-inserted last: the newest error
+        record.errors[version] = exc.message
+        record.failed[version] = fingerprint
         labels = (name, str(version))
         self.metrics.load_failures.labels(*labels).inc()
         self.metrics.load_error.labels(*labels).set(1)
@@ -451,8 +472,9 @@ class ModelManager:
         finish the accepted ones, free them."""
         name = check_name(name)
         wanted = None if version in (None, "", 0) else check_version(version)
-        async with self._lock(name):
-            versions = self._models.get(name, {})
+        record = self._record(name)
+        async with record.lock:
+            versions = record.serving
             if not versions:
                 raise NotFound(f"model {name!r} is not loaded")
             if wanted is not None and wanted not in versions:
@@ -463,13 +485,12 @@ class ModelManager:
                 )
             retired = [versions.pop(v) for v in ([wanted] if wanted else sorted(versions))]
             if not versions:
-                self._models.pop(name, None)
-                self._wanted.discard(name)
+                record.wanted = False
                 self._forget_default(name)
             if wanted is None:
-                self._errors.pop(name, None)
+                record.errors.clear()
             for old in retired:
-                self._fingerprints.pop((name, old.version), None)
+                record.fingerprints.pop(old.version, None)
                 await self._retire(old)
 
     def _forget_default(self, name: str) -> None:
@@ -477,7 +498,7 @@ class ModelManager:
         for task, first in list(self._first_loaded.items()):
             if first != name:
                 continue
-            others = sorted(n for n in self._models if self.serving_task(n) == task)
+            others = sorted(n for n in self._serving_names() if self.serving_task(n) == task)
             if others:
                 self._first_loaded[task] = others[0]
             else:
@@ -485,19 +506,20 @@ class ModelManager:
 
     def forget_errors(self, name: str, keep: set[int]) -> None:
         """Drop the load errors of versions of ``name`` no longer in the store."""
-        errors = self._errors.get(name)
-        if errors:
-            for version in [v for v in errors if v not in keep]:
-                del errors[version]
+        errors = self._peek(name).errors
+        for version in [v for v in errors if v not in keep]:
+            del errors[version]
 
     async def close(self) -> None:
         """Unload everything at once (server shutdown: the data plane has answered every
         request already, so nothing is waited for; a batch still running in a backend
         thread finishes there)."""
-        for name in list(self._models):
-            for model in self._models.pop(name).values():
+        for record in self._records.values():
+            retired = list(record.serving.values())
+            record.serving.clear()
+            record.wanted = False
+            for model in retired:
                 await self._retire(model, drain_s=0.0)
-        self._wanted.clear()
 
     async def _retire(self, model: LoadedModel, drain_s: float | None = None) -> None:
         """Stop ``model`` after its requests finish (at most ``drain_s``, default the
@@ -521,7 +543,7 @@ class ModelManager:
         model.backend.close()
         model.state = "unloaded"
         labels = (model.name, str(model.version))
-        if self._models.get(model.name, {}).get(model.version) is None:
+        if self._peek(model.name).serving.get(model.version) is None:
             self.metrics.model_ready.labels(*labels).set(0)
         self.metrics.queue_depth.labels(*labels).set(0)
         log.info("unloaded %s/%s", model.name, model.version)
@@ -595,9 +617,8 @@ class ModelManager:
 
     # -- listing -------------------------------------------------------------------------
     def _version_states(self, name: str, disk: list[int]) -> list[VersionStatus]:
-        serving = self._models.get(name, {})
-        loading = self._loading.get(name, set())
-        errors = self._errors.get(name, {})
+        record = self._peek(name)
+        serving, loading, errors = record.serving, record.loading, record.errors
         default = self.default_version(name)
         selected = set(self.policy(name).select(disk))
         states = []
@@ -626,17 +647,18 @@ class ModelManager:
         """State, versions, defaults and manifest summary of one model (loaded or on disk)."""
         name = check_name(name)
         disk = self.repository.versions(name)
-        serving = self._models.get(name, {})
-        if not serving and not disk and name not in self._loading:
+        record = self._peek(name)
+        serving = record.serving
+        if not serving and not disk and not record.loading:
             raise NotFound(f"model {name!r} is neither loaded nor in the model store")
         default = self.default_version(name)
         loaded = self.representative(name)
-        errors = self._errors.get(name, {})
+        errors = record.errors
         state: State
         if loaded is not None:
             state, manifest = "ready", loaded.manifest
         else:
-            state = "loading" if name in self._loading else "failed" if errors else "available"
+            state = "loading" if record.loading else "failed" if errors else "available"
             try:
                 manifest = self.repository.package(name).manifest
             except CareServeError:
@@ -707,7 +729,8 @@ class ModelManager:
 
     def list_models(self) -> list[ModelStatus]:
         """Every model loaded or in the store, with its state and versions."""
-        names = sorted(set(self.repository.model_names()) | set(self._models) | set(self._loading))
+        active = [n for n, r in self._records.items() if r.serving or r.loading]
+        names = sorted(set(self.repository.model_names()) | set(active))
         return [self.describe(n) for n in names]
 
     def ready(self) -> bool:
@@ -721,4 +744,4 @@ class ModelManager:
 
     def not_serving(self) -> list[str]:
         """Models that should be serving but are not (why readiness is false)."""
-        return sorted(n for n in self._wanted if not self._models.get(n))
+        return sorted(n for n, r in self._records.items() if r.wanted and not r.serving)
