@@ -86,7 +86,7 @@ class _Prepared:
 class _Request:
     """What every image of one request shares."""
 
-    handle: LoadedModel
+    loaded: LoadedModel
     params: Any
     started: float
     deadline: float
@@ -162,7 +162,7 @@ class DataPlane:
         RGB frame or a preprocessed input tensor.
         """
         started = asyncio.get_running_loop().time()
-        handle = self._lookup(protocol, lambda: self.manager.lookup(task, model, version))
+        loaded = self._lookup(protocol, lambda: self.manager.lookup(task, model, version))
 
         async def run(request: _Request) -> InferenceResult:
             item = data
@@ -172,7 +172,7 @@ class DataPlane:
                 request, item if not isinstance(item, bytes) else EncodedImage(item)
             )
 
-        return await self._serve(handle, 1, params, protocol, timeout_s, started, run)
+        return await self._serve(loaded, 1, params, protocol, timeout_s, started, run)
 
     async def infer_images(
         self,
@@ -194,20 +194,20 @@ class DataPlane:
         parameters (validated by the task) or an already-parsed parameter object.
         """
         started = asyncio.get_running_loop().time()
-        handle = self._lookup(protocol, lambda: self.serving_model(name, version))
-        limit = handle.manifest.batching.max_queue_size
+        loaded = self._lookup(protocol, lambda: self.serving_model(name, version))
+        limit = loaded.manifest.batching.max_queue_size
         if not items or len(items) > limit:
             exc = InvalidInput(
-                f"a request to {handle.name} carries 1 to {limit} images (its "
+                f"a request to {loaded.name} carries 1 to {limit} images (its "
                 f"max_queue_size), got {len(items)}"
             )
-            self.record_rejected(handle, protocol, exc)
+            self.record_rejected(loaded, protocol, exc)
             raise exc
 
         async def run(request: _Request) -> list[InferenceResult]:
             return await _all(self._run_one(request, item) for item in items)
 
-        return await self._serve(handle, len(items), params, protocol, timeout_s, started, run)
+        return await self._serve(loaded, len(items), params, protocol, timeout_s, started, run)
 
     def serving_model(self, name: str, version: int | str | None = None) -> LoadedModel:
         """The loaded version of ``name`` serving requests (``NotFound``, ``ModelNotReady``)."""
@@ -217,10 +217,10 @@ class DataPlane:
         return self.manager.lookup(task, name, version)
 
     def record_rejected(
-        self, handle: LoadedModel | None, protocol: str, exc: CareServeError
+        self, loaded: LoadedModel | None, protocol: str, exc: CareServeError
     ) -> None:
         """Count a request refused before inference (unknown model, tensors it cannot take)."""
-        labels = (handle.name, str(handle.version)) if handle is not None else ("", "")
+        labels = (loaded.name, str(loaded.version)) if loaded is not None else ("", "")
         self.metrics.requests.labels(*labels, protocol, outcome_of(exc)).inc()
 
     def _lookup(self, protocol: str, find: Callable[[], LoadedModel]) -> LoadedModel:
@@ -234,7 +234,7 @@ class DataPlane:
 
     async def _serve(
         self,
-        handle: LoadedModel,
+        loaded: LoadedModel,
         images: int,
         params: Mapping[str, Any] | BaseModel | None,
         protocol: str,
@@ -243,20 +243,20 @@ class DataPlane:
         run: Callable[[_Request], Awaitable[T]],
     ) -> T:
         """Admission, parameters, deadline, metrics and bookkeeping around ``run``."""
-        labels = (handle.name, str(handle.version), protocol)
-        note_model(handle.name, handle.version)  # for the access log line
+        labels = (loaded.name, str(loaded.version), protocol)
+        note_model(loaded.name, loaded.version)  # for the access log line
         try:
-            self.manager.admit(handle, images)
+            self.manager.admit(loaded, images)
         except ServerBusy as exc:
-            self.record_rejected(handle, protocol, exc)
+            self.record_rejected(loaded, protocol, exc)
             raise
         self.inflight += 1
         try:
             parsed = (
-                params if isinstance(params, BaseModel) else handle.task.parse_params(params or {})
+                params if isinstance(params, BaseModel) else loaded.task.parse_params(params or {})
             )
-            limit = self._limit_s(handle, timeout_s)
-            request = _Request(handle, parsed, started, started + limit, limit, labels)
+            limit = self._limit_s(loaded, timeout_s)
+            request = _Request(loaded, parsed, started, started + limit, limit, labels)
             result = await run(request)
         except CareServeError as exc:
             self.metrics.requests.labels(*labels, outcome_of(exc)).inc()
@@ -266,14 +266,14 @@ class DataPlane:
             raise
         finally:
             self.inflight -= 1
-            self.manager.release(handle, images)
+            self.manager.release(loaded, images)
         self.metrics.requests.labels(*labels, "success").inc()
         elapsed = asyncio.get_running_loop().time() - started
         self.metrics.request_duration.labels(*labels).observe(elapsed)
         return result
 
-    def _limit_s(self, handle: LoadedModel, timeout_s: float | None) -> float:
-        default = handle.manifest.batching.request_timeout_ms
+    def _limit_s(self, loaded: LoadedModel, timeout_s: float | None) -> float:
+        default = loaded.manifest.batching.request_timeout_ms
         limit = default / 1000.0 if default is not None else self.settings.request_timeout_s
         if timeout_s is not None:
             if not timeout_s > 0:
@@ -304,23 +304,23 @@ class DataPlane:
     async def _run_one(self, request: _Request, item: ImageInput) -> InferenceResult:
         """One image: prepare, batch, post-process, each stage within the deadline."""
         loop = asyncio.get_running_loop()
-        handle, labels = request.handle, request.labels
-        prepared = await self._stage("decoding", self._prepare(handle, item, request), request)
+        loaded, labels = request.loaded, request.labels
+        prepared = await self._stage("decoding", self._prepare(loaded, item, request), request)
         self.metrics.preprocess_duration.labels(*labels).observe(
             prepared.decode_s + prepared.preprocess_s
         )
         outputs, timing = await self._stage(
-            "queueing and compute", handle.batcher.submit(prepared.array, request.deadline), request
+            "queueing and compute", loaded.batcher.submit(prepared.array, request.deadline), request
         )
         self.metrics.queue_duration.labels(*labels).observe(timing.queue_s)
         self.metrics.compute_duration.labels(*labels).observe(timing.compute_s)
-        if handle.task.cheap_postprocess:
-            result, post_s = self._postprocess(handle, outputs, prepared.meta, request.params)
+        if loaded.task.cheap_postprocess:
+            result, post_s = self._postprocess(loaded, outputs, prepared.meta, request.params)
         else:
             pool = self.pools.large if prepared.large else self.pools.small
             job = self.pools.trimmed if prepared.large else _call
             post = loop.run_in_executor(
-                pool, job, self._postprocess, handle, outputs, prepared.meta, request.params
+                pool, job, self._postprocess, loaded, outputs, prepared.meta, request.params
             )
             result, post_s = await self._stage("post-processing", post, request)
         self.metrics.postprocess_duration.labels(*labels).observe(post_s)
@@ -333,9 +333,9 @@ class DataPlane:
             "total": loop.time() - request.started,
         }
         return InferenceResult(
-            model=handle.name,
-            version=handle.version,
-            task=handle.manifest.task,
+            model=loaded.name,
+            version=loaded.version,
+            task=loaded.manifest.task,
             result=result,
             image_width=prepared.width,
             image_height=prepared.height,
@@ -345,18 +345,18 @@ class DataPlane:
 
     @staticmethod
     def _postprocess(
-        handle: LoadedModel, outputs: dict[str, np.ndarray], meta: PreprocessMeta, params: Any
+        loaded: LoadedModel, outputs: dict[str, np.ndarray], meta: PreprocessMeta, params: Any
     ) -> tuple[BaseModel, float]:
         start = time.perf_counter()
-        result = handle.task.postprocess(outputs, meta, params)
+        result = loaded.task.postprocess(outputs, meta, params)
         return result, time.perf_counter() - start
 
-    async def _prepare(self, handle: LoadedModel, item: ImageInput, request: _Request) -> _Prepared:
+    async def _prepare(self, loaded: LoadedModel, item: ImageInput, request: _Request) -> _Prepared:
         """The network input of ``item``, in the pool its size calls for."""
         loop = asyncio.get_running_loop()
         deadline = request.deadline
         if isinstance(item, InputTensor):
-            return self._from_tensor(handle, item)
+            return self._from_tensor(loaded, item)
         if isinstance(item, RgbFrame):
             pixels = (
                 int(item.pixels.shape[0]) * int(item.pixels.shape[1])
@@ -365,19 +365,19 @@ class DataPlane:
             )
             pool = self.pools.for_pixels(pixels)
             job = self.pools.trimmed if self.pools.is_large(pixels) else _call
-            return await loop.run_in_executor(pool, job, self._from_frame, handle, item, deadline)
+            return await loop.run_in_executor(pool, job, self._from_frame, loaded, item, deadline)
         first = await loop.run_in_executor(
-            self.pools.small, self._probe_and_maybe_decode, handle, item.data, deadline
+            self.pools.small, self._probe_and_maybe_decode, loaded, item.data, deadline
         )
         if isinstance(first, _Prepared):
             return first
         probe, probe_s = first
         return await loop.run_in_executor(
-            self.pools.large, self.pools.trimmed, self._decode, handle, probe, probe_s, deadline
+            self.pools.large, self.pools.trimmed, self._decode, loaded, probe, probe_s, deadline
         )
 
     def _probe_and_maybe_decode(
-        self, handle: LoadedModel, data: bytes, deadline: float
+        self, loaded: LoadedModel, data: bytes, deadline: float
     ) -> _Prepared | tuple[ImageProbe, float]:
         """Probe in the small pool; finish there unless the image is large."""
         _check_deadline(deadline)
@@ -391,36 +391,36 @@ class DataPlane:
         probe_s = time.perf_counter() - t0
         if self.pools.is_large(probe.pixels):
             return probe, probe_s
-        return self._decode(handle, probe, probe_s, deadline)
+        return self._decode(loaded, probe, probe_s, deadline)
 
     def _decode(
-        self, handle: LoadedModel, probe: ImageProbe, probe_s: float, deadline: float
+        self, loaded: LoadedModel, probe: ImageProbe, probe_s: float, deadline: float
     ) -> _Prepared:
         _check_deadline(deadline)
         t0 = time.perf_counter()
-        reduce_to = handle.task.decode_size(probe.width, probe.height)
+        reduce_to = loaded.task.decode_size(probe.width, probe.height)
         image = load_image(probe, reduce_to=reduce_to if self.settings.reduced_decode else None)
-        return self._preprocess(handle, image, probe_s + time.perf_counter() - t0)
+        return self._preprocess(loaded, image, probe_s + time.perf_counter() - t0)
 
-    def _from_frame(self, handle: LoadedModel, frame: RgbFrame, deadline: float) -> _Prepared:
+    def _from_frame(self, loaded: LoadedModel, frame: RgbFrame, deadline: float) -> _Prepared:
         _check_deadline(deadline)
         t0 = time.perf_counter()
         image = frame_to_image(frame, self.settings.max_image_pixels)
-        return self._preprocess(handle, image, time.perf_counter() - t0)
+        return self._preprocess(loaded, image, time.perf_counter() - t0)
 
-    def _preprocess(self, handle: LoadedModel, image: DecodedImage, decode_s: float) -> _Prepared:
+    def _preprocess(self, loaded: LoadedModel, image: DecodedImage, decode_s: float) -> _Prepared:
         t0 = time.perf_counter()
-        array, meta = handle.task.preprocess(image)
+        array, meta = loaded.task.preprocess(image)
         large = self.pools.is_large(image.width * image.height)
         return _Prepared(
             image.width, image.height, array, meta, decode_s, time.perf_counter() - t0, large
         )
 
     @staticmethod
-    def _from_tensor(handle: LoadedModel, tensor: InputTensor) -> _Prepared:
+    def _from_tensor(loaded: LoadedModel, tensor: InputTensor) -> _Prepared:
         t0 = time.perf_counter()
-        array = check_input_tensor(tensor, handle.manifest)
-        meta = handle.task.tensor_meta()
+        array = check_input_tensor(tensor, loaded.manifest)
+        meta = loaded.task.tensor_meta()
         elapsed = time.perf_counter() - t0
         return _Prepared(meta.orig_width, meta.orig_height, array, meta, 0.0, elapsed, False)
 
@@ -450,6 +450,18 @@ class DataPlane:
 
     def ready(self) -> bool:
         return not self.draining and self.manager.ready()
+
+    def serving_models(self) -> list[str]:
+        """Every model with a serving version, by name."""
+        return sorted(self.manager.loaded())
+
+    def not_serving(self) -> list[str]:
+        """Models that should be serving but are not (why the server is not ready)."""
+        return self.manager.not_serving()
+
+    def serving_versions(self, name: str) -> list[int]:
+        """The serving versions of ``name`` (none when it does not serve)."""
+        return sorted(self.manager.loaded_versions().get(name, {}))
 
 
 def _call(fn: Callable[..., T], *args: Any) -> T:

@@ -15,13 +15,13 @@ from care_serve.offline.training.augment import colour_jitter, normalize_batch, 
 from care_serve.offline.training.preprocess import CachedDataset, cache_classification
 from care_serve.offline.training.task import Batch, TrainTask
 
-__all__ = ["ClassificationTask"]
+__all__ = ["ClassificationTraining"]
 
 HEAD_PREFIXES = ("head.", "dist_head.")
 PAD_VALUE = 114  # the grey the server's letterbox pads classification inputs with
 
 
-class ClassificationTask(TrainTask):
+class ClassificationTraining(TrainTask):
     """Fine-tunes ``create_model(arch, num_classes=K, distillation=False)``; output ``logits``.
 
     Images are letterboxed (the whole image is seen, whatever its aspect ratio),

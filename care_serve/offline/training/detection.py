@@ -20,10 +20,10 @@ from care_serve.offline.training.augment import (
 from care_serve.offline.training.preprocess import CachedDataset, cache_detection
 from care_serve.offline.training.task import Batch, TrainTask
 
-__all__ = ["DetectionTask"]
+__all__ = ["DetectionTraining"]
 
 
-class DetectionTask(TrainTask):
+class DetectionTraining(TrainTask):
     """Trains ``CAREDetector(arch, num_classes=K)``; outputs ``cls_logits`` and ``box_ltrb``.
 
     Images are letterboxed with the serving geometry; boxes move with every

@@ -37,17 +37,17 @@ __all__ = ["TrainOptions", "TrainOutcome", "get_train_task", "run_training"]
 def get_train_task(name: str) -> TrainTask:
     """The training task object for ``name``."""
     if name == "classification":
-        from care_serve.offline.training.classification import ClassificationTask
+        from care_serve.offline.training.classification import ClassificationTraining
 
-        return ClassificationTask()
+        return ClassificationTraining()
     if name == "detection":
-        from care_serve.offline.training.detection import DetectionTask
+        from care_serve.offline.training.detection import DetectionTraining
 
-        return DetectionTask()
+        return DetectionTraining()
     if name == "segmentation":
-        from care_serve.offline.training.segmentation import SegmentationTask
+        from care_serve.offline.training.segmentation import SegmentationTraining
 
-        return SegmentationTask()
+        return SegmentationTraining()
     raise ValueError(f"unknown task {name!r}; choose classification, detection or segmentation")
 
 

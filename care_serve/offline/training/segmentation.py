@@ -19,10 +19,10 @@ from care_serve.offline.training.augment import (
 from care_serve.offline.training.preprocess import CachedDataset, cache_segmentation
 from care_serve.offline.training.task import Batch, TrainTask
 
-__all__ = ["SegmentationTask"]
+__all__ = ["SegmentationTraining"]
 
 
-class SegmentationTask(TrainTask):
+class SegmentationTraining(TrainTask):
     """Trains ``CARESegmenter(arch, num_classes=K)``, K with the background; output ``seg_logits``.
 
     Masks are letterboxed with the images (nearest neighbour); the padding is

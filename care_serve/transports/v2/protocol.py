@@ -78,9 +78,7 @@ class V2Protocol:
         model = self.model(name, version)
         return {
             "name": model.name,
-            "versions": [
-                str(v) for v in sorted(self.data_plane.manager.loaded_versions().get(name, {}))
-            ],
+            "versions": [str(v) for v in self.data_plane.serving_versions(name)],
             "platform": model.backend.name.split(" ")[0],
             "inputs": [
                 {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}
@@ -152,6 +150,6 @@ class V2Protocol:
 
     async def unload(self, name: str, authorization: str | None) -> None:
         self.data_plane.auth.check_admin(authorization)
-        if name not in self.data_plane.manager.loaded():
+        if not self.data_plane.serving_versions(name):
             raise NotFound(f"model {name!r} is not loaded")
         await self.data_plane.unload_model(name, None, authorization)

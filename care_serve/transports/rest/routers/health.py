@@ -27,8 +27,8 @@ async def ready(data_plane: DataPlaneDep) -> JSONResponse:
     ok = data_plane.ready()
     body: dict[str, object] = {
         "status": "ready" if ok else "not ready",
-        "models": sorted(data_plane.manager.loaded()),
-        "not_serving": data_plane.manager.not_serving(),
+        "models": data_plane.serving_models(),
+        "not_serving": data_plane.not_serving(),
     }
     if data_plane.draining:
         body["shutting_down"] = True

@@ -15,7 +15,7 @@ from care_serve.errors import CheckpointError
 from care_serve.models import read_state_dict
 from care_serve.offline.data.generate import generate_dataset
 from care_serve.offline.evaluation.runner import PackageRunner
-from care_serve.offline.training.classification import ClassificationTask
+from care_serve.offline.training.classification import ClassificationTraining
 from care_serve.offline.training.loop import TrainConfig, load_network_weights, train_loop
 from care_serve.offline.training.pipeline import TrainOptions, get_train_task, run_training
 from care_serve.store.package import read_manifest
@@ -170,7 +170,7 @@ def test_resume_errors(data: Path, tmp_path: Path) -> None:
 
 def test_init_checkpoint_loads_all_but_the_heads() -> None:
     state = read_state_dict(FIXTURE)
-    model = ClassificationTask().build_model("care_s0", 3, FIXTURE)
+    model = ClassificationTraining().build_model("care_s0", 3, FIXTURE)
     torch.testing.assert_close(model.stem[0].weight, state["stem.0.weight"].float())
     assert model.head.fc.out_features == 3 and model.dist_head is None
     detector = get_train_task("detection").build_model("care_s0", 3, FIXTURE)
@@ -178,7 +178,7 @@ def test_init_checkpoint_loads_all_but_the_heads() -> None:
         detector.backbone.stages[3].blocks[0].gamma, state["stages.3.blocks.0.gamma"].float()
     )
     with pytest.raises(CheckpointError, match=r"does not fit"):
-        ClassificationTask().build_model("care_tiny", 3, FIXTURE)
+        ClassificationTraining().build_model("care_tiny", 3, FIXTURE)
 
 
 def test_init_weights_takes_the_whole_network_of_a_run(data: Path, tmp_path: Path) -> None:
