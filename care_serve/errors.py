@@ -8,16 +8,36 @@ traceback.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """What the client can do about an error, said by each transport in its own words.
+
+    ``load``: load ``model`` (any model when None; ``any_version``: another version of it);
+    ``use_task``: send the request to the route or method of ``task``.
+    """
+
+    action: Literal["load", "use_task"]
+    model: str | None = None
+    any_version: bool = False
+    task: str | None = None
+
 
 class CareServeError(Exception):
-    """Base class: ``message`` is safe to show to a client."""
+    """Base class: ``message`` is safe to show to a client; ``remedy`` is what to do."""
 
     status_code: int = 500
     grpc_code: str = "INTERNAL"
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, status_code: int | None = None, *, remedy: Remedy | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.remedy = remedy
         if status_code is not None:
             self.status_code = status_code
 

@@ -36,6 +36,7 @@ from care_serve.errors import (
     ModelNotReady,
     ModelStoreError,
     NotFound,
+    Remedy,
     ServerBusy,
 )
 from care_serve.observability.metrics import ServingMetrics
@@ -246,14 +247,15 @@ class ModelManager:
                 )
             raise NotFound(
                 f"the default {task} model {explicit!r} (set in {STORE_FILE}) is not loaded; "
-                f"name a model with the 'model' parameter or load it (POST /models/{explicit}/load)"
+                "name a model with the 'model' parameter or load this one",
+                remedy=Remedy("load", explicit),
             )
         first = self._first_loaded.get(task)
         if first is not None and self.serving_task(first) == task:
             return first
         raise NotFound(
-            f"no {task} model is loaded; name one with the 'model' parameter or load one "
-            "(POST /models/{name}/load)"
+            f"no {task} model is loaded; name one with the 'model' parameter or load one",
+            remedy=Remedy("load"),
         )
 
     def default_version(self, name: str) -> int | None:
@@ -277,8 +279,7 @@ class ModelManager:
                 raise ModelNotReady(f"model {name!r} is loading; retry shortly")
             if self.repository.versions(name):
                 raise NotFound(
-                    f"model {name!r} is in the store but not loaded "
-                    f"(load it with POST /models/{name}/load)"
+                    f"model {name!r} is in the store but not loaded", remedy=Remedy("load", name)
                 )
             known = ", ".join(sorted(self._serving_names())) or "none"
             raise NotFound(f"model {name!r} not found (loaded models: {known})")
@@ -297,13 +298,13 @@ class ModelManager:
             if wanted in self._peek(name).loading:
                 raise ModelNotReady(f"version {wanted} of model {name!r} is loading; retry shortly")
             raise NotFound(
-                f"version {wanted} of model {name!r} is not loaded (serving versions: "
-                f"{serving}; load another with POST /models/{name}/load?version=N)"
+                f"version {wanted} of model {name!r} is not loaded (serving versions: {serving})",
+                remedy=Remedy("load", name, any_version=True),
             )
         if loaded.manifest.task != task:
             raise InvalidInput(
-                f"model {name!r} is a {loaded.manifest.task} model; it cannot serve {task} "
-                f"(use /{get_task_class(loaded.manifest.task).route})"
+                f"model {name!r} is a {loaded.manifest.task} model; it cannot serve {task}",
+                remedy=Remedy("use_task", task=loaded.manifest.task),
             )
         return loaded
 

@@ -525,14 +525,14 @@ def test_bad_inputs_over_both_transports(stack: BackgroundStack, stub: Any) -> N
         (pb.DetectRequest(model="det", image=good, max_detections=5000), "1 to 1000"),
         (pb.DetectRequest(model="det", image=b"not an image"), "image"),
         (pb.DetectRequest(model="seg", image=good), "segmentation model"),
-        (pb.DetectRequest(model="tiny", image=good), "use /classify"),
+        (pb.DetectRequest(model="tiny", image=good), "use Classify"),
     ):
         error = grpc_error(stub.Detect, request)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
         assert needle in error.details()
     for request, needle in (
         (pb.SegmentRequest(model="seg", image=b"\x89PNG\r\n\x1a\n broken"), "image"),
-        (pb.SegmentRequest(model="det", image=good), "use /detect"),
+        (pb.SegmentRequest(model="det", image=good), "use Detect"),
     ):
         error = grpc_error(stub.Segment, request)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()

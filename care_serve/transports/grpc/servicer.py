@@ -23,6 +23,7 @@ from care_serve.serving.data_plane import DataPlane
 from care_serve.serving.status import ModelList, ModelStatus
 from care_serve.tasks.base import Task, task_classes
 from care_serve.transports.grpc.context import authorization_of, timeout_of
+from care_serve.transports.remedies import client_message, grpc_remedy
 
 __all__ = ["InferenceServicer"]
 
@@ -77,7 +78,7 @@ async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable
         return await call()
     except CareServeError as exc:
         code = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
-        await context.abort(code, exc.message)
+        await context.abort(code, client_message(exc, grpc_remedy))
     except Exception:
         log.exception("internal error in a gRPC call")
         await context.abort(grpc.StatusCode.INTERNAL, "internal server error")

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from care_serve.errors import CareServeError, ModelNotReady, ServerBusy, Unauthorized
 from care_serve.observability.request_context import current_request_id
 from care_serve.store.manifest import validate_model_name, validate_version
+from care_serve.transports.remedies import client_message, rest_remedy
 
 __all__ = ["error_response", "install_error_handlers"]
 
@@ -50,10 +51,10 @@ def error_response(
 async def _care_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CareServeError)
     if isinstance(exc, ServerBusy | ModelNotReady):
-        return error_response(503, type(exc).__name__, exc.message)
+        return error_response(503, type(exc).__name__, client_message(exc, rest_remedy))
     if isinstance(exc, Unauthorized):
-        return error_response(401, type(exc).__name__, exc.message)
-    return error_response(exc.status_code, type(exc).__name__, exc.message)
+        return error_response(401, type(exc).__name__, client_message(exc, rest_remedy))
+    return error_response(exc.status_code, type(exc).__name__, client_message(exc, rest_remedy))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -27,6 +27,7 @@ from care_serve.grpc_gen.inference import grpc_service_pb2 as pb
 from care_serve.grpc_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from care_serve.serving.data_plane import DataPlane
 from care_serve.transports.grpc.context import authorization_of, timeout_of
+from care_serve.transports.remedies import client_message, v2_grpc_remedy
 from care_serve.transports.v2.codec import (
     DATATYPES,
     Tensor,
@@ -74,7 +75,7 @@ async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable
     try:
         return await call()
     except CareServeError as exc:
-        await context.abort(_code(exc), exc.message)
+        await context.abort(_code(exc), client_message(exc, v2_grpc_remedy))
     except Exception:
         log.exception("internal error in a v2 gRPC call")
         await context.abort(grpc.StatusCode.INTERNAL, "internal server error")

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from care_serve.errors import CareServeError, InvalidInput, ModelNotReady, ServerBusy
 from care_serve.serving.data_plane import DataPlane
+from care_serve.transports.remedies import client_message, v2_rest_remedy
 from care_serve.transports.rest.body import read_limited
 from care_serve.transports.v2.http_codec import HEADER_LENGTH, encode_response, parse_request
 from care_serve.transports.v2.protocol import V2Protocol
@@ -100,7 +101,7 @@ async def _answer(call: Callable[[], Awaitable[Response]]) -> Response:
         return await call()
     except CareServeError as exc:
         status = 503 if isinstance(exc, ServerBusy | ModelNotReady) else exc.status_code
-        return error(status, exc.message)
+        return error(status, client_message(exc, v2_rest_remedy))
     except Exception:
         log.exception("internal error in a v2 REST call")
         return error(500, "internal server error")
