@@ -57,7 +57,8 @@ from care_serve.imaging.preprocess import PreprocessMeta
 from care_serve.observability.metrics import ServingMetrics
 from care_serve.observability.request_context import note_model
 from care_serve.serving.auth import Authorizer
-from care_serve.serving.manager import LoadedModel, ModelManager
+from care_serve.serving.loader import LoadedModel
+from care_serve.serving.manager import ModelManager
 from care_serve.serving.status import ModelList, ModelStatus
 from care_serve.serving.workers import WorkerPools
 from care_serve.settings import Settings

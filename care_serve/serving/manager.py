@@ -3,7 +3,8 @@
 Several versions of a model can serve at once: which ones is the model's version
 policy (``store.json``, ``care_serve.store.config``; by default the newest version
 only). ``load`` builds a version's backend, task and warmed-up batcher in a worker
-thread while everything else keeps serving, then swaps it in atomically (one
+thread (``care_serve.serving.loader``) while everything else keeps serving, then
+swaps it in atomically (one
 assignment on the event loop); reloading a serving version drains the old copy:
 it waits until the requests that already hold it have finished, then closes it.
 A failed load leaves what was serving serving, and its error is kept per version.
@@ -21,15 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from care_serve.backends import Backend, load_backend
 from care_serve.errors import (
     CareServeError,
     InvalidInput,
@@ -41,46 +36,19 @@ from care_serve.errors import (
 )
 from care_serve.observability.metrics import ServingMetrics
 from care_serve.observability.redaction import redact_paths, redact_values
-from care_serve.serving.batching import DynamicBatcher
 from care_serve.serving.core_budget import CoreBudget
+from care_serve.serving.loader import LoadedModel, build_version
 from care_serve.serving.status import ModelStatus, State, TaskDefault, VersionStatus
 from care_serve.settings import Settings, cpu_count
 from care_serve.store.config import STORE_FILE, StoreConfig, VersionPolicy
-from care_serve.store.manifest import Manifest
-from care_serve.store.package import read_labels
 from care_serve.store.repository import ModelRepository, PackageInfo, check_name, check_version
-from care_serve.tasks.base import Task, get_task_class, task_names
+from care_serve.tasks.base import get_task_class, task_names
 
-__all__ = ["LoadedModel", "ModelManager"]
+__all__ = ["ModelManager", "ModelRecord"]
 
 log = logging.getLogger(__name__)
 
 Fingerprint = tuple[tuple[str, int, int], ...]
-
-
-@dataclass
-class LoadedModel:
-    """A model version in memory: backend, task, batcher, and who is using it."""
-
-    manifest: Manifest
-    path: Path
-    backend: Backend
-    task: Task
-    batcher: DynamicBatcher
-    executor: ThreadPoolExecutor
-    threads: int
-    load_seconds: float
-    loaded_at: float = field(default_factory=time.time)
-    inflight: int = 0
-    state: str = "ready"
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def version(self) -> int:
-        return self.manifest.version
 
 
 @dataclass
@@ -550,71 +518,14 @@ class ModelManager:
         log.info("unloaded %s/%s", model.name, model.version)
 
     async def _build(self, package: PackageInfo) -> LoadedModel:
-        manifest = package.manifest
-        task_class = get_task_class(manifest.task)
-        labels = read_labels(package.path, manifest) if task_class.has_labels else []
-        # Before the weights: a manifest the task refuses fails fast and leaks nothing.
-        task = task_class(manifest, labels, self.settings)
-        threads = self._threads
-        executor = ThreadPoolExecutor(1, thread_name_prefix=f"compute-{manifest.name}")
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
-            backend = await loop.run_in_executor(executor, self._load_backend, package, threads)
-            await loop.run_in_executor(executor, self._warm_up, backend, manifest)
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
-        seconds = time.perf_counter() - started
-        labels_ = (manifest.name, str(manifest.version))
-
-        def run(batch: np.ndarray) -> Any:
-            with self.core_budget.hold(threads):
-                return backend.run(batch)
-
-        batcher = DynamicBatcher(
-            run,
-            manifest.batching,
-            executor,
-            name=f"{manifest.name}/{manifest.version}",
-            on_batch=lambda n, s: self._on_batch(labels_, n),
-            on_queue_depth=self.metrics.queue_depth.labels(*labels_).set,
-        )
-        batcher.start()
-        self.metrics.load_duration.labels(*labels_).set(seconds)
-        return LoadedModel(
-            manifest, package.path, backend, task, batcher, executor, threads, seconds
-        )
-
-    def _on_batch(self, labels: tuple[str, str], size: int) -> None:
-        self.metrics.batch_size.labels(*labels).observe(size)
-        self.metrics.executions.labels(*labels).inc()
-
-    def _load_backend(self, package: PackageInfo, threads: int) -> Backend:
-        return load_backend(
-            package.path,
-            package.manifest,
-            threads,
-            self.settings.backend,
-            spinning=self.settings.onnx_allow_spinning,
+        return await build_version(
+            package,
+            self.settings,
+            self._threads,
+            self.core_budget,
+            self.metrics,
             alone=self._alone,
         )
-
-    def _warm_up(self, backend: Backend, manifest: Manifest) -> None:
-        """Run batches of 1 and of ``max_batch_size`` so the first request is not slow."""
-        if self.settings.warmup_runs == 0:
-            return
-        shape = (3, manifest.input.height, manifest.input.width)
-        sizes = [1] * self.settings.warmup_runs + [manifest.batching.max_batch_size]
-        for n in sizes:
-            outputs = backend.run(np.zeros((n, *shape), dtype=np.float32))
-            missing = [k for k in manifest.outputs if k not in outputs]
-            wrong = {k: v.shape for k, v in outputs.items() if v.shape[:1] != (n,)}
-            if missing or wrong:
-                raise ModelStoreError(
-                    f"{manifest.name}/{manifest.version}: warm-up produced wrong outputs "
-                    f"(missing {missing}, wrong batch axis {wrong})"
-                )
 
     # -- listing -------------------------------------------------------------------------
     def _version_states(self, name: str, disk: list[int]) -> list[VersionStatus]:

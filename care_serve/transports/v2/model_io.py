@@ -36,7 +36,7 @@ from pydantic import BaseModel
 
 from care_serve.errors import InvalidInput
 from care_serve.imaging.inputs import EncodedImage, ImageInput, InputTensor, RgbFrame
-from care_serve.serving.manager import LoadedModel
+from care_serve.serving.loader import LoadedModel
 from care_serve.tasks.base import InferenceResult, TensorSpec
 from care_serve.tasks.wire import strings_tensor
 from care_serve.transports.v2.codec import Tensor

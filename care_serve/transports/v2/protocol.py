@@ -13,7 +13,7 @@ from typing import Any
 from care_serve import __version__
 from care_serve.errors import CareServeError, InvalidInput, NotFound
 from care_serve.serving.data_plane import DataPlane
-from care_serve.serving.manager import LoadedModel
+from care_serve.serving.loader import LoadedModel
 from care_serve.transports.v2.codec import Tensor
 from care_serve.transports.v2.model_io import (
     RequestedOutput,

@@ -1,0 +1,136 @@
+"""Build one model version: its task, backend, warm-up and batcher (``LoadedModel``).
+
+The manager decides what loads and swaps it in; this module only builds a version
+from its package and says what it built. Building runs the backend's load and
+warm-up in the version's own compute thread, so everything else keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from care_serve.backends import Backend, load_backend
+from care_serve.errors import ModelStoreError
+from care_serve.observability.metrics import ServingMetrics
+from care_serve.serving.batching import DynamicBatcher
+from care_serve.serving.core_budget import CoreBudget
+from care_serve.settings import Settings
+from care_serve.store.manifest import Manifest
+from care_serve.store.package import read_labels
+from care_serve.store.repository import PackageInfo
+from care_serve.tasks.base import Task, get_task_class
+
+__all__ = ["LoadedModel", "build_version", "warm_up"]
+
+
+@dataclass
+class LoadedModel:
+    """A model version in memory: backend, task, batcher, and who is using it."""
+
+    manifest: Manifest
+    path: Path
+    backend: Backend
+    task: Task
+    batcher: DynamicBatcher
+    executor: ThreadPoolExecutor
+    threads: int
+    load_seconds: float
+    loaded_at: float = field(default_factory=time.time)
+    inflight: int = 0
+    state: str = "ready"
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+
+async def build_version(
+    package: PackageInfo,
+    settings: Settings,
+    threads: int,
+    core_budget: CoreBudget,
+    metrics: ServingMetrics,
+    *,
+    alone: Callable[[], bool],
+) -> LoadedModel:
+    """The task, the warmed-up backend and the started batcher of ``package``.
+
+    The task is built first: a manifest the task refuses fails before the weights
+    load. ``alone`` tells the ONNX backend whether a batch is the only request in
+    the server (``onnx_allow_spinning=auto``).
+    """
+    manifest = package.manifest
+    task_class = get_task_class(manifest.task)
+    labels = read_labels(package.path, manifest) if task_class.has_labels else []
+    task = task_class(manifest, labels, settings)
+    executor = ThreadPoolExecutor(1, thread_name_prefix=f"compute-{manifest.name}")
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+
+    def load() -> Backend:
+        return load_backend(
+            package.path,
+            manifest,
+            threads,
+            settings.backend,
+            spinning=settings.onnx_allow_spinning,
+            alone=alone,
+        )
+
+    try:
+        backend = await loop.run_in_executor(executor, load)
+        await loop.run_in_executor(executor, warm_up, backend, manifest, settings.warmup_runs)
+    except BaseException:
+        executor.shutdown(wait=False)
+        raise
+    seconds = time.perf_counter() - started
+    labels_ = (manifest.name, str(manifest.version))
+
+    def run(batch: np.ndarray) -> Any:
+        with core_budget.hold(threads):
+            return backend.run(batch)
+
+    def on_batch(size: int, _seconds: float) -> None:
+        metrics.batch_size.labels(*labels_).observe(size)
+        metrics.executions.labels(*labels_).inc()
+
+    batcher = DynamicBatcher(
+        run,
+        manifest.batching,
+        executor,
+        name=f"{manifest.name}/{manifest.version}",
+        on_batch=on_batch,
+        on_queue_depth=metrics.queue_depth.labels(*labels_).set,
+    )
+    batcher.start()
+    metrics.load_duration.labels(*labels_).set(seconds)
+    return LoadedModel(manifest, package.path, backend, task, batcher, executor, threads, seconds)
+
+
+def warm_up(backend: Backend, manifest: Manifest, runs: int) -> None:
+    """Run ``runs`` batches of 1 and one of ``max_batch_size`` so the first request is not
+    slow; ``ModelStoreError`` when the outputs are not what the manifest names."""
+    if runs == 0:
+        return
+    shape = (3, manifest.input.height, manifest.input.width)
+    for n in [1] * runs + [manifest.batching.max_batch_size]:
+        outputs = backend.run(np.zeros((n, *shape), dtype=np.float32))
+        missing = [k for k in manifest.outputs if k not in outputs]
+        wrong = {k: v.shape for k, v in outputs.items() if v.shape[:1] != (n,)}
+        if missing or wrong:
+            raise ModelStoreError(
+                f"{manifest.name}/{manifest.version}: warm-up produced wrong outputs "
+                f"(missing {missing}, wrong batch axis {wrong})"
+            )
