@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+
+from benchmarks.procfs import process_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,8 +53,7 @@ def _ms(seconds: float) -> str:
 
 
 def rss_mb(pid: int) -> float:
-    text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024  # type: ignore[union-attr]
+    return process_rss_mb(pid) or 0.0
 
 
 def start_server(store: Path, port: int) -> subprocess.Popen[str]:

@@ -22,7 +22,6 @@ import io
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks import processes
+from benchmarks.procfs import process_cpu_seconds
 
 __all__ = [
     "EngineResult",
@@ -170,16 +172,6 @@ def measure_engine(
         decode_ms=1000 * statistics.median(decode_times),
         cpu_ms_per_image=cpu_ms,
     )
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` (Linux ``/proc``; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    # After the command name: state is field 3, utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _closed_loop(
@@ -431,19 +423,19 @@ def build_bench_store(root: Path, arch: str = "care_s0", size: int = 224) -> Pat
     return root / "store"
 
 
-class ServerProcess:
-    """``care-serve serve`` in a subprocess on free loopback ports."""
+class ServerProcess(processes.ServerProcess):
+    """``care-serve serve`` in a subprocess on free loopback ports (its own process group)."""
 
     def __init__(self, store: Path, model: str, extra_env: dict[str, str] | None = None) -> None:
         self.http_port, self.grpc_port = free_port(), free_port()
-        env = {**os.environ, **(extra_env or {})}
-        cmd = [
+        argv = [
             sys.executable, "-m", "care_serve", "serve", "--model-store", str(store),
             "--models", model, "--host", "127.0.0.1", "--http-port", str(self.http_port),
             "--grpc-port", str(self.grpc_port), "--log-level", "warning",
         ]  # fmt: skip
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        handle, log = tempfile.mkstemp(prefix="care-serve-", suffix=".log")
+        os.close(handle)
+        super().__init__(processes.Launch(argv, Path.cwd(), dict(extra_env or {})), Path(log))
 
     @property
     def url(self) -> str:
@@ -458,7 +450,7 @@ class ServerProcess:
 
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self.proc.poll() is not None:
+            if not self.alive():
                 raise RuntimeError(f"the server exited during start-up:\n{self.output()}")
             try:
                 if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
@@ -469,15 +461,8 @@ class ServerProcess:
         raise TimeoutError(f"the server was not ready after {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-4000:]
+        return self.tail(4000)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+    def stop(self, grace_s: float = 30.0) -> None:
+        super().stop(grace_s)
+        self.log_path.unlink(missing_ok=True)

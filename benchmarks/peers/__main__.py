@@ -24,10 +24,10 @@ from types import FrameType
 
 from benchmarks.peers.peers import PEER_KEYS, REPO, Peer, make_peer
 from benchmarks.peers.prepare import care_serve_store
-from benchmarks.peers.processes import PortAllocator, stop_all
 from benchmarks.peers.report import render_markdown, write_plots
 from benchmarks.peers.results import PeerRun, load_runs, save_runs
 from benchmarks.peers.runner import bench_interleaved, bench_peer, keep_logs
+from benchmarks.processes import PortAllocator, stop_all
 
 MAX_CONCURRENCY = 256
 DEFAULT_CHECKPOINT = REPO / "tests" / "fixtures" / "care_s0_official_fp16.pth.tar"

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from benchmarks.load.client import RawHttpClient
-from benchmarks.peers.procfs import sample_tree
 from benchmarks.peers.results import LevelStats
+from benchmarks.procfs import sample_tree
 
 __all__ = ["GrpcTarget", "RestTarget", "encode_torchserve_request", "run_level"]
 

@@ -20,7 +20,7 @@ from benchmarks.peers.prepare import (
     plain_onnx,
     torchserve_archive,
 )
-from benchmarks.peers.processes import Launch, PortAllocator
+from benchmarks.processes import Launch, PortAllocator
 
 __all__ = ["PEER_KEYS", "Peer", "Started", "make_peer"]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from benchmarks.peers.load import RestTarget, first_answer, run_level
 from benchmarks.peers.peers import Peer, Started
 from benchmarks.peers.prepare import Artefacts
-from benchmarks.peers.processes import PortAllocator, ServerProcess
-from benchmarks.peers.procfs import sample_tree
 from benchmarks.peers.results import LevelStats, PeerRun
+from benchmarks.processes import PortAllocator, ServerProcess
+from benchmarks.procfs import sample_tree
 
 __all__ = ["bench_interleaved", "bench_peer", "keep_logs", "merge_levels"]
 

@@ -20,12 +20,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.load.client import MAX_CONCURRENCY, RawHttpClient, check_loopback
+from benchmarks.procfs import process_rss_mb
 
 __all__ = [
     "MAX_DURATION_S",
@@ -33,7 +33,6 @@ __all__ = [
     "Payloads",
     "SoakReport",
     "make_payloads",
-    "rss_mb",
     "run_soak",
 ]
 
@@ -88,19 +87,6 @@ def make_payloads(seed: int = 0, count: int = 12, large_side: int = 2048) -> Pay
     big = np.tile(base, reps)[:large_side, :large_side]
     large = [_encode(big, "JPEG", quality=85), _encode(big[: large_side // 2], "PNG")]
     return Payloads(normal, malformed, large)
-
-
-def rss_mb(pid: int | None) -> float | None:
-    """Resident memory of process ``pid`` in MB (``VmRSS``; None when unknown)."""
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 @dataclass
@@ -258,7 +244,7 @@ async def run_soak(
                 "requests": done - last,
                 "req_per_s": (done - last) / max(now - last_t, 1e-9),
                 "failures": sum(n for s, n in interval.items() if s in FAILURES),
-                "rss_mb": rss_mb(server_pid),
+                "rss_mb": process_rss_mb(server_pid) if server_pid else None,
                 "statuses": Counter(interval),
             }
             report.rows.append(row)

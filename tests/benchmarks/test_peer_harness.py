@@ -15,10 +15,10 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from benchmarks.peers.__main__ import parse_ports, parse_variant
 from benchmarks.peers.load import encode_torchserve_request
-from benchmarks.peers.procfs import parse_stat, parse_vm_rss, sample_tree, tree_pids
 from benchmarks.peers.report import render_markdown
 from benchmarks.peers.results import LevelStats, PeerRun, load_runs, save_runs
 from benchmarks.peers.runner import merge_levels
+from benchmarks.procfs import parse_stat, parse_vm_rss, sample_tree, tree_pids
 
 
 def _stat(

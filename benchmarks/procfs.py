@@ -12,7 +12,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TreeSample", "parse_stat", "parse_vm_rss", "sample_tree", "tree_pids"]
+__all__ = [
+    "TreeSample",
+    "alive",
+    "parse_stat",
+    "parse_vm_rss",
+    "process_cpu_seconds",
+    "process_rss_mb",
+    "sample_tree",
+    "tree_pids",
+]
 
 PROC = Path("/proc")
 
@@ -87,3 +96,28 @@ def sample_tree(root: int, proc: Path = PROC) -> TreeSample | None:
         except OSError:
             continue
     return TreeSample(pids, ticks / os.sysconf("SC_CLK_TCK"), rss)
+
+
+def process_cpu_seconds(pid: int, proc: Path = PROC) -> float | None:
+    """CPU seconds of one process, its reaped children included (None when it is gone)."""
+    try:
+        _, ticks = parse_stat((proc / str(pid) / "stat").read_text())
+    except (OSError, IndexError, ValueError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_mb(pid: int, proc: Path = PROC) -> float | None:
+    """Resident memory of one process in MB (None when it is gone)."""
+    try:
+        return parse_vm_rss((proc / str(pid) / "status").read_text()) / 2**20
+    except OSError:
+        return None
+
+
+def alive(pid: int, proc: Path = PROC) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -1,4 +1,4 @@
-"""Peer servers as subprocesses: own process group, log to a file, always stopped.
+"""Servers as subprocesses: own process group, log to a file, always stopped.
 
 Every server gets its own session (``start_new_session``), so ``stop`` can signal
 the whole group (TorchServe's CLI, Java frontend and Python workers). Servers still
@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.peers.procfs import sample_tree
+from benchmarks.procfs import alive, sample_tree
 
 __all__ = ["Launch", "PortAllocator", "ServerProcess", "stop_all"]
 
@@ -114,22 +114,14 @@ class ServerProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(grace_s)
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(_exists(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.1)
-        self._signal_tree(signal.SIGKILL, tuple(p for p in pids if _exists(p)))
+        self._signal_tree(signal.SIGKILL, tuple(p for p in pids if alive(p)))
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
         self._log.close()
         if self in _LIVE:
             _LIVE.remove(self)
-
-
-def _exists(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def stop_all() -> None:
