@@ -34,6 +34,10 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Common spellings of image formats, as Pillow names them.
+FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
+
+
 class Settings(BaseSettings):
     """Everything an operator can configure; documented in ``docs/operations.md``."""
 
@@ -107,7 +111,8 @@ class Settings(BaseSettings):
     )
     allowed_image_formats: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"],
-        description="Pillow formats accepted (comma-separated).",
+        description="Pillow formats accepted (comma-separated; JPG and TIF are JPEG and TIFF). "
+        "Each must be one this Pillow decodes: checked at start.",
     )
     reduced_decode: bool = Field(
         default=True,
@@ -200,8 +205,19 @@ class Settings(BaseSettings):
 
     @field_validator("allowed_image_formats")
     @classmethod
-    def _upper(cls, value: list[str]) -> list[str]:
-        return [v.upper() for v in value]
+    def _decodable(cls, value: list[str]) -> list[str]:
+        """Pillow's names (``JPG`` is ``JPEG``), each one this Pillow can decode."""
+        from PIL import Image
+
+        Image.init()
+        names = [FORMAT_ALIASES.get(v.upper(), v.upper()) for v in value]
+        unknown = [n for n in names if n not in Image.OPEN]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} cannot be decoded here; the formats this Pillow "
+                f"decodes: {', '.join(sorted(Image.OPEN))}"
+            )
+        return list(dict.fromkeys(names))
 
     def threads_per_model(self, n_models: int) -> int:
         """Intra-op threads for each model when ``n_models`` are loaded (the thread rule)."""

@@ -1,0 +1,30 @@
+"""Settings are checked when they are read, before any model loads."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from care_serve.cli import main
+from care_serve.settings import Settings
+
+
+def test_image_formats_take_common_spellings_once() -> None:
+    settings = Settings(allowed_image_formats="jpg, png,PNG,tif")  # type: ignore[arg-type]
+    assert settings.allowed_image_formats == ["JPEG", "PNG", "TIFF"]
+
+
+def test_an_image_format_pillow_cannot_decode_is_refused_naming_what_it_can() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(allowed_image_formats="JPEG,PNG,NOPE")  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "NOPE cannot be decoded here" in message
+    assert "JPEG" in message.split("decodes:")[1] and "WEBP" in message.split("decodes:")[1]
+
+
+def test_serve_refuses_to_start_with_an_undecodable_format(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["serve", "--allowed-image-formats", "JPEG,NOPE", "--http-port", "0", "--grpc-port", "0"]
+    assert main(argv) != 0
+    assert "NOPE cannot be decoded here" in capsys.readouterr().err
