@@ -34,6 +34,9 @@ def register(subparsers: Any) -> None:
         "<store>/<name>/<version>",
     )
     p.add_argument("--name", help="model name in the store (default: from --model-store)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing package (checked first)"
+    )
     p.add_argument("--version", type=int, help="package version (default 1)")
     p.add_argument("--arch", default="care_tiny", help="CARE variant (default care_tiny)")
     p.add_argument("--split", default="train", help="training split (default train)")
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             threads=args.threads,
             work_dir=args.work_dir,
+            overwrite=args.overwrite,
             checkpoint_every=args.checkpoint_every,
             progress=not args.quiet,
             command=_command(args),

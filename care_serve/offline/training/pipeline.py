@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from care_serve.errors import ModelStoreError
 from care_serve.offline.training.card import (
     card_evaluation,
     default_description,
@@ -74,6 +75,7 @@ class TrainOptions:
     init_weights: Path | None = None  # a whole trained network (train_state.pt)
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False  # replace an existing package of the same name and version
     threads: int = 1
     work_dir: Path | None = None
     checkpoint_every: int = 100
@@ -162,6 +164,11 @@ def run_training(opts: TrainOptions) -> TrainOutcome:
     if opts.init_checkpoint and opts.init_weights:
         raise ValueError(
             "give --init-checkpoint (a backbone) or --init-weights (a whole network), not both"
+        )
+    existing = store / name / str(version)
+    if existing.exists() and not opts.overwrite:
+        raise ModelStoreError(
+            f"{existing} already exists; pass --overwrite to replace it, or --version N"
         )
     torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)

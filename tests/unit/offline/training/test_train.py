@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from care_serve.cli import main
-from care_serve.errors import CheckpointError
+from care_serve.errors import CheckpointError, ModelStoreError
 from care_serve.models import read_state_dict
 from care_serve.offline.data.generate import generate_dataset
 from care_serve.offline.evaluation.runner import PackageRunner
@@ -354,3 +354,18 @@ def test_cli_rejects_bad_arguments(
         ]
     )
     assert code == 1 and "manifest" in capsys.readouterr().err
+
+
+def test_an_existing_package_is_replaced_only_with_overwrite(data: Path, tmp_path: Path) -> None:
+    opts = _options(data, tmp_path, "classification", steps=2, val_split=None)
+    first = run_training(opts)
+    assert first.package is not None
+    written = (first.package / "manifest.json").read_bytes()
+    # refused before any work: a missing dataset would fail later, the package first
+    missing_data = dataclasses.replace(opts, data=tmp_path / "no-such-data")
+    with pytest.raises(ModelStoreError, match="already exists; pass --overwrite"):
+        run_training(missing_data)
+    assert (first.package / "manifest.json").read_bytes() == written
+    again = run_training(dataclasses.replace(opts, overwrite=True, seed=1))
+    assert again.package == first.package
+    assert (first.package / "manifest.json").read_bytes() != written
