@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from care_serve.errors import NotSupported
 from care_serve.imaging.decode import DecodedImage
-from care_serve.imaging.preprocess import PreprocessMeta
+from care_serve.imaging.preprocess import PreprocessMeta, preprocess_image, resized_size
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
 from care_serve.task_registry import TASK_MODULES, register_task, task_names
@@ -42,6 +42,7 @@ __all__ = [
     "Task",
     "TensorSpec",
     "Timings",
+    "WholeImageTask",
     "get_task_class",
     "register_task",
     "task_classes",
@@ -200,6 +201,18 @@ class Task(ABC):
     @abstractmethod
     def v2_values(self, results: Sequence[InferenceResult]) -> dict[str, Any]:
         """Every output of ``v2_outputs`` for a batch of results, by name."""
+
+
+class WholeImageTask(Task):
+    """A task that reads the whole image through the manifest's resize and crop (the
+    classifier's preprocessing), so large images may be decoded at reduced scale."""
+
+    def decode_size(self, width: int, height: int) -> tuple[int, int]:
+        """What the manifest's resize needs: decoding smaller would only add upsampling."""
+        return resized_size(width, height, self.manifest)
+
+    def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, PreprocessMeta]:
+        return preprocess_image(image.image, self.manifest)
 
 
 def get_task_class(name: str) -> type[Task]:

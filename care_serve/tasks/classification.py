@@ -10,10 +10,15 @@ from pydantic import BaseModel, Field, ValidationError
 
 from care_serve.errors import InferenceError, InvalidInput
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
-from care_serve.imaging.decode import DecodedImage
-from care_serve.imaging.preprocess import PreprocessMeta, preprocess_image, resized_size
+from care_serve.imaging.preprocess import PreprocessMeta
 from care_serve.settings import Settings
-from care_serve.tasks.base import InferenceResult, RestQuery, Task, TensorSpec, Timings
+from care_serve.tasks.base import (
+    InferenceResult,
+    RestQuery,
+    TensorSpec,
+    Timings,
+    WholeImageTask,
+)
 from care_serve.tasks.wire import grpc_timings, strings_tensor
 
 __all__ = [
@@ -76,7 +81,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return out
 
 
-class ClassificationTask(Task):
+class ClassificationTask(WholeImageTask):
     """Classification: ``postprocessing.activation`` is ``softmax`` (default) or ``none``."""
 
     name = "classification"
@@ -102,13 +107,6 @@ class ClassificationTask(Task):
         if isinstance(top_k, float | bool) or not 1 <= parsed.top_k <= limit:
             raise InvalidInput(f"top_k must be an integer from 1 to {limit}, got {top_k!r}")
         return parsed
-
-    def decode_size(self, width: int, height: int) -> tuple[int, int]:
-        """What the manifest's resize needs: decoding smaller would only add upsampling."""
-        return resized_size(width, height, self.manifest)
-
-    def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, PreprocessMeta]:
-        return preprocess_image(image.image, self.manifest)
 
     def postprocess(
         self, outputs: Mapping[str, np.ndarray], meta: PreprocessMeta, params: Any

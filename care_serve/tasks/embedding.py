@@ -19,11 +19,16 @@ from pydantic import BaseModel, Field
 
 from care_serve.errors import InferenceError, InvalidInput, ModelStoreError
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
-from care_serve.imaging.decode import DecodedImage
-from care_serve.imaging.preprocess import PreprocessMeta, preprocess_image, resized_size
+from care_serve.imaging.preprocess import PreprocessMeta
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
-from care_serve.tasks.base import InferenceResult, RestQuery, Task, TensorSpec, Timings
+from care_serve.tasks.base import (
+    InferenceResult,
+    RestQuery,
+    TensorSpec,
+    Timings,
+    WholeImageTask,
+)
 from care_serve.tasks.wire import grpc_timings
 
 __all__ = [
@@ -76,7 +81,7 @@ class EmbedResponse(BaseModel):
     timings_ms: Timings
 
 
-class EmbeddingTask(Task):
+class EmbeddingTask(WholeImageTask):
     """Embedding: the classifier's preprocessing in, one L2-normalised vector out."""
 
     name = "embedding"
@@ -104,13 +109,6 @@ class EmbeddingTask(Task):
         if not isinstance(normalize, bool):
             raise InvalidInput(f"normalize must be true or false, got {normalize!r}")
         return EmbeddingParams(normalize=normalize)
-
-    def decode_size(self, width: int, height: int) -> tuple[int, int]:
-        """What the manifest's resize needs: decoding smaller would only add upsampling."""
-        return resized_size(width, height, self.manifest)
-
-    def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, PreprocessMeta]:
-        return preprocess_image(image.image, self.manifest)
 
     def postprocess(
         self, outputs: Mapping[str, np.ndarray], meta: PreprocessMeta, params: Any
