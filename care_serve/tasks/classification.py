@@ -19,7 +19,7 @@ from care_serve.tasks.base import (
     Timings,
     WholeImageTask,
 )
-from care_serve.tasks.wire import grpc_timings, strings_tensor
+from care_serve.tasks.wire import grpc_envelope, rest_envelope, strings_tensor
 
 __all__ = [
     "ClassificationParams",
@@ -133,13 +133,8 @@ class ClassificationTask(WholeImageTask):
     def rest_answer(cls, result: InferenceResult, query: RestQuery) -> ClassifyResponse:
         assert isinstance(result.result, ClassificationResult)
         return ClassifyResponse(
-            model=result.model,
-            version=result.version,
+            **rest_envelope(result),
             predictions=result.result.predictions,
-            image_width=result.image_width,
-            image_height=result.image_height,
-            batch_size=result.batch_size,
-            timings_ms=Timings(**result.timings_ms),
         )
 
     @classmethod
@@ -154,16 +149,11 @@ class ClassificationTask(WholeImageTask):
     def grpc_reply(cls, result: InferenceResult) -> Any:
         assert isinstance(result.result, ClassificationResult)
         return pb.ClassifyResponse(
-            model=result.model,
-            version=result.version,
+            **grpc_envelope(result),
             predictions=[
                 pb.Classification(label=p.label, class_id=p.class_id, probability=p.probability)
                 for p in result.result.predictions
             ],
-            timings=grpc_timings(result.timings_ms),
-            batch_size=result.batch_size,
-            image_width=result.image_width,
-            image_height=result.image_height,
         )
 
     def v2_outputs(self) -> list[TensorSpec]:

@@ -50,7 +50,12 @@ from care_serve.tasks.base import (
     Timings,
 )
 from care_serve.tasks.dense import DenseMeta, DenseTask, parse_config, parse_number
-from care_serve.tasks.wire import grpc_timings, image_sizes, strings_tensor
+from care_serve.tasks.wire import (
+    grpc_envelope,
+    image_sizes,
+    rest_envelope,
+    strings_tensor,
+)
 
 MAX_PRE_NMS_TOP_K = 100_000  # the largest pre_nms_top_k (and so max_detections) a manifest may set
 
@@ -295,13 +300,8 @@ class DetectionTask(DenseTask):
             assert result.result.overlay_png is not None
             return BinaryAnswer(result.result.overlay_png)
         return DetectResponse(
-            model=result.model,
-            version=result.version,
-            image_width=result.image_width,
-            image_height=result.image_height,
+            **rest_envelope(result),
             detections=result.result.detections,
-            batch_size=result.batch_size,
-            timings_ms=Timings(**result.timings_ms),
         )
 
     @classmethod
@@ -321,10 +321,7 @@ class DetectionTask(DenseTask):
     def grpc_reply(cls, result: InferenceResult) -> Any:
         assert isinstance(result.result, DetectionResult)
         return pb.DetectResponse(
-            model=result.model,
-            version=result.version,
-            image_width=result.image_width,
-            image_height=result.image_height,
+            **grpc_envelope(result),
             detections=[
                 pb.Detection(
                     label=d.label,
@@ -334,8 +331,6 @@ class DetectionTask(DenseTask):
                 )
                 for d in result.result.detections
             ],
-            timings=grpc_timings(result.timings_ms),
-            batch_size=result.batch_size,
             overlay_png=result.result.overlay_png or b"",
         )
 

@@ -29,7 +29,7 @@ from care_serve.tasks.base import (
     Timings,
     WholeImageTask,
 )
-from care_serve.tasks.wire import grpc_timings
+from care_serve.tasks.wire import grpc_envelope, rest_envelope
 
 __all__ = [
     "EMBEDDING_OUTPUT",
@@ -133,15 +133,10 @@ class EmbeddingTask(WholeImageTask):
     def rest_answer(cls, result: InferenceResult, query: RestQuery) -> EmbedResponse:
         assert isinstance(result.result, EmbeddingResult)
         return EmbedResponse(
-            model=result.model,
-            version=result.version,
+            **rest_envelope(result),
             embedding=result.result.embedding,
             dim=result.result.dim,
             normalized=result.result.normalized,
-            image_width=result.image_width,
-            image_height=result.image_height,
-            batch_size=result.batch_size,
-            timings_ms=Timings(**result.timings_ms),
         )
 
     @classmethod
@@ -152,15 +147,10 @@ class EmbeddingTask(WholeImageTask):
     def grpc_reply(cls, result: InferenceResult) -> Any:
         assert isinstance(result.result, EmbeddingResult)
         return pb.EmbedResponse(
-            model=result.model,
-            version=result.version,
+            **grpc_envelope(result),
             embedding=result.result.embedding,
             dim=result.result.dim,
             normalized=result.result.normalized,
-            timings=grpc_timings(result.timings_ms),
-            batch_size=result.batch_size,
-            image_width=result.image_width,
-            image_height=result.image_height,
         )
 
     def v2_outputs(self) -> list[TensorSpec]:

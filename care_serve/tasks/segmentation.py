@@ -47,7 +47,12 @@ from care_serve.tasks.base import (
     Timings,
 )
 from care_serve.tasks.dense import DenseMeta, DenseTask, parse_config
-from care_serve.tasks.wire import grpc_timings, image_sizes, strings_tensor
+from care_serve.tasks.wire import (
+    grpc_envelope,
+    image_sizes,
+    rest_envelope,
+    strings_tensor,
+)
 
 __all__ = [
     "ClassShare",
@@ -234,17 +239,12 @@ class SegmentationTask(DenseTask):
             assert png is not None
             return BinaryAnswer(png, headers={"X-Class-Names": ",".join(seg.class_names)})
         return SegmentResponse(
-            model=result.model,
-            version=result.version,
-            image_width=result.image_width,
-            image_height=result.image_height,
+            **rest_envelope(result),
             class_names=seg.class_names,
             mask_png=base64.b64encode(seg.mask_png).decode("ascii"),
             mask_width=int(seg.mask.shape[1]),
             mask_height=int(seg.mask.shape[0]),
             class_shares=seg.class_shares,
-            batch_size=result.batch_size,
-            timings_ms=Timings(**result.timings_ms),
         )
 
     @classmethod
@@ -256,10 +256,7 @@ class SegmentationTask(DenseTask):
         seg = result.result
         assert isinstance(seg, SegmentationResult)
         return pb.SegmentResponse(
-            model=result.model,
-            version=result.version,
-            image_width=result.image_width,
-            image_height=result.image_height,
+            **grpc_envelope(result),
             class_names=seg.class_names,
             mask_png=seg.mask_png,
             class_shares=[
@@ -269,8 +266,6 @@ class SegmentationTask(DenseTask):
             overlay_png=seg.overlay_png or b"",
             mask_width=int(seg.mask.shape[1]),
             mask_height=int(seg.mask.shape[0]),
-            timings=grpc_timings(result.timings_ms),
-            batch_size=result.batch_size,
         )
 
     def v2_outputs(self) -> list[TensorSpec]:

@@ -8,9 +8,15 @@ from typing import Any
 import numpy as np
 
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
-from care_serve.tasks.base import InferenceResult
+from care_serve.tasks.base import InferenceResult, Timings
 
-__all__ = ["grpc_timings", "image_sizes", "strings_tensor"]
+__all__ = [
+    "grpc_envelope",
+    "grpc_timings",
+    "image_sizes",
+    "rest_envelope",
+    "strings_tensor",
+]
 
 
 def grpc_timings(ms: dict[str, float]) -> Any:
@@ -35,3 +41,27 @@ def strings_tensor(values: Sequence[str], shape: tuple[int, ...] | None = None) 
 def image_sizes(results: Sequence[InferenceResult]) -> np.ndarray:
     """``INT32 [n, 2]``: the (height, width) of each image sent."""
     return np.asarray([[r.image_height, r.image_width] for r in results], np.int32).reshape(-1, 2)
+
+
+def rest_envelope(result: InferenceResult) -> dict[str, Any]:
+    """The fields every REST answer carries besides the task's own."""
+    return {
+        "model": result.model,
+        "version": result.version,
+        "image_width": result.image_width,
+        "image_height": result.image_height,
+        "batch_size": result.batch_size,
+        "timings_ms": Timings(**result.timings_ms),
+    }
+
+
+def grpc_envelope(result: InferenceResult) -> dict[str, Any]:
+    """The fields every own-gRPC reply carries besides the task's own."""
+    return {
+        "model": result.model,
+        "version": result.version,
+        "image_width": result.image_width,
+        "image_height": result.image_height,
+        "batch_size": result.batch_size,
+        "timings": grpc_timings(result.timings_ms),
+    }
