@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "serve",
     "import_model",
     "pull",
+    "sign",
     "export",
     "info",
     "generate",

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "cpu_count", "default_model_store"]
@@ -140,6 +140,16 @@ class Settings(BaseSettings):
     warmup_runs: int = Field(
         default=2, ge=0, description="Warm-up batches run before a model is ready."
     )
+    package_public_key: Path | None = Field(
+        default=None,
+        description="PEM Ed25519 public key (care-serve sign --generate-key writes it): a "
+        "package with a signature (manifest.sig) loads only if it verifies with this key.",
+    )
+    require_signed_packages: bool = Field(
+        default=False,
+        description="Load only packages signed by package_public_key (which it needs); "
+        "unsigned or badly signed ones are refused (422).",
+    )
     graceful_shutdown_s: float = Field(
         default=10.0,
         ge=0,
@@ -202,6 +212,16 @@ class Settings(BaseSettings):
                 "to leave load/unload open"
             )
         return value
+
+    @model_validator(mode="after")
+    def _signed_packages_need_a_key(self) -> Settings:
+        if self.require_signed_packages and self.package_public_key is None:
+            raise ValueError(
+                "require_signed_packages needs package_public_key: give the PEM public key "
+                "that checks the signatures (--package-public-key FILE, "
+                "CARE_SERVE_PACKAGE_PUBLIC_KEY)"
+            )
+        return self
 
     @field_validator("allowed_image_formats")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,12 @@ def run(args: argparse.Namespace) -> int:
     if args.write_card:
         from care_serve.offline.training.card import write_card_evaluation
 
-        write_card_evaluation(args.package, args.task, report, args.data, args.split)
+        if write_card_evaluation(args.package, args.task, report, args.data, args.split):
+            print(
+                f"{args.package}: removed manifest.sig, which signed the old manifest; sign the "
+                "package again (care-serve sign PACKAGE_DIR --key PRIVATE_KEY_PEM)",
+                file=sys.stderr,
+            )
     metrics = report.metrics
     if args.json:
         document: dict[str, Any] = dict(metrics)

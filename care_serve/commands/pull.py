@@ -6,16 +6,19 @@ lost connection resumed with a Range request, kept in the Hugging Face cache;
 exactly as ``care-serve import`` does: strict loading (a file of another
 architecture is refused with the loader's key-level message), fused ONNX with
 the parity check, ImageNet labels, and a model card with the file's sha256,
-the hub revision and the paper's accuracy. ``HF_ENDPOINT`` points the download
-at another hub (the tests use a fake one).
+the hub repo, file and the commit it was downloaded at (``model_card.hub``),
+and the paper's accuracy. ``--sha256`` checks the downloaded file before
+anything is imported. ``HF_ENDPOINT`` points the download at another hub (the
+tests use a fake one).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from care_serve.commands.sizes import add_input_size_option
@@ -58,7 +61,19 @@ def register(subparsers: Any) -> None:
         "card with the sha256 and the paper's accuracy).",
     )
     parser.add_argument("variant", metavar="VARIANT", help=", ".join(OFFICIAL_WEIGHTS))
-    parser.add_argument("--revision", default=None, help="hub branch, tag or commit (default main)")
+    parser.add_argument(
+        "--revision",
+        default=None,
+        help="hub branch, tag or commit (default main); the package records the commit",
+    )
+    parser.add_argument(
+        "--sha256",
+        type=sha256_argument,
+        default=None,
+        metavar="HEX",
+        help="expected sha256 of the checkpoint: a downloaded file with another digest is "
+        "refused before anything is written",
+    )
     parser.add_argument("--filename", default=None, help="file in the hub repo (default: table)")
     parser.add_argument(
         "--model-store",
@@ -76,6 +91,13 @@ def register(subparsers: Any) -> None:
     add_input_size_option(parser, "224", "network input of the package")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing package")
     parser.set_defaults(handler=run)
+
+
+def sha256_argument(text: str) -> str:
+    """``--sha256``: 64 hex digits, returned lowercase."""
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a sha256 (64 hex digits), got {text!r}")
+    return text.strip().lower()
 
 
 def official_weights(variant: str) -> OfficialWeights:
@@ -117,18 +139,47 @@ def download(filename: str, revision: str | None, offline: bool) -> Path:
         raise ValueError(f"downloading {where} failed: {exc}") from exc
 
 
+def cached_commit(path: Path, filename: str) -> str:
+    """The hub commit of a file in the Hugging Face cache (``snapshots/<commit>/<filename>``)."""
+    depth = len(PurePosixPath(filename).parts)
+    commit = path.parents[depth - 1].name if len(path.parents) >= depth else ""
+    if not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit):
+        raise ValueError(
+            f"cannot tell which hub commit {path} was downloaded at (the Hugging Face cache "
+            "keeps files under snapshots/<commit>/)"
+        )
+    return commit
+
+
+def check_sha256(path: Path, expected: str, where: str) -> str:
+    """The sha256 of ``path``; ``ValueError`` naming both digests when it is not ``expected``."""
+    from care_serve.store.integrity import sha256_file
+
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ValueError(
+            f"{where} has sha256 {actual}, not the expected {expected} (--sha256); nothing was "
+            "imported. Check the digest, or pin the revision it belongs to with --revision"
+        )
+    return actual
+
+
 def run(args: argparse.Namespace) -> int:
     """Download (or take from the cache) and import; prints where the package went."""
     from huggingface_hub import hf_hub_url
 
     from care_serve.commands.import_model import print_result, progress_printer
     from care_serve.offline.importer import ImportOptions, import_checkpoint
+    from care_serve.store.manifest import HubSource
 
     weights = official_weights(args.variant)
     filename = args.filename or weights.filename
     path = download(filename, args.revision, args.offline)
-    commit = path.parent.name  # the cache keeps files under snapshots/<commit>/
-    print(f"checkpoint {path}", flush=True)
+    commit = cached_commit(path, filename)
+    print(f"checkpoint {path} (hub commit {commit})", flush=True)
+    if args.sha256 is not None:
+        check_sha256(path, args.sha256, f"the downloaded {HUB_REPO}/{filename} at {commit}")
+        print(f"sha256 {args.sha256} as expected", flush=True)
     options = ImportOptions(
         checkpoint=path,
         arch=args.variant,
@@ -143,14 +194,14 @@ def run(args: argparse.Namespace) -> int:
         license=OFFICIAL_LICENSE,
         overwrite=args.overwrite,
         source=hf_hub_url(HUB_REPO, filename, revision=commit),
+        hub=HubSource(
+            repo=HUB_REPO, filename=filename, revision=commit, requested=args.revision or "main"
+        ),
         metrics={"imagenet_top1_paper": weights.top1, "gmacs_paper": weights.gmacs},
         card_notes={
             "paper": PAPER,
             "paper_imagenet_top1_percent": weights.top1,
             "paper_gmacs": weights.gmacs,
-            "hub_repo": HUB_REPO,
-            "hub_revision": args.revision or "main",
-            "hub_commit": commit,
         },
     )
     print_result(import_checkpoint(options, progress=progress_printer()), options)

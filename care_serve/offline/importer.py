@@ -12,7 +12,6 @@ instead of its logits. ``care-serve import`` and
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from care_serve.errors import ModelStoreError
-from care_serve.store import InputSpec, Manifest, ModelCard, Preprocessing, write_package
+from care_serve.store import HubSource, InputSpec, Manifest, ModelCard, Preprocessing, write_package
+from care_serve.store.integrity import sha256_file
 from care_serve.store.package import package_path
 
 __all__ = [
@@ -56,6 +56,7 @@ class ImportOptions:
     use_ema: bool = True
     overwrite: bool = False
     source: str | None = None  # where the checkpoint came from (default: its path)
+    hub: HubSource | None = None  # care-serve pull: the hub repo, file and commit
     metrics: dict[str, float] = field(default_factory=dict)  # published figures
     card_notes: dict[str, Any] = field(default_factory=dict)
 
@@ -67,15 +68,6 @@ class ImportResult:
     path: Path
     num_classes: int
     rel_error: float | None
-
-
-def sha256_file(path: Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def imagenet_labels() -> list[str]:
@@ -207,6 +199,7 @@ def import_checkpoint(options: ImportOptions, progress: Progress | None = None) 
                 description=options.description or _description(options, out_width, ckpt.name),
                 source=options.source or str(ckpt.resolve()),
                 source_sha256=digest,
+                hub=options.hub,
                 metrics=dict(options.metrics),
                 license=options.license,
                 notes=notes,

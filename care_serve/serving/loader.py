@@ -1,13 +1,17 @@
 """Build one model version: its task, backend, warm-up and batcher (``LoadedModel``).
 
 The manager decides what loads and swaps it in; this module only builds a version
-from its package and says what it built. Building runs the backend's load and
-warm-up in the version's own compute thread, so everything else keeps serving.
+from its package and says what it built. Building first checks the package
+(``care_serve.store.trust``: its signature and the sha256 of its files), then runs
+the backend's load and warm-up, all in the version's own compute thread, so
+everything else keeps serving. A package without digests loads unverified, with
+one warning per package directory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +30,14 @@ from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
 from care_serve.store.package import read_labels
 from care_serve.store.repository import PackageInfo
+from care_serve.store.trust import TrustPolicy, TrustReport, verify_package
 from care_serve.tasks.base import Task, get_task_class
 
 __all__ = ["LoadedModel", "build_version", "warm_up"]
+
+log = logging.getLogger(__name__)
+
+_warned_unverified: set[Path] = set()  # package directories already warned about
 
 
 @dataclass
@@ -64,20 +73,31 @@ async def build_version(
     metrics: ServingMetrics,
     *,
     alone: Callable[[], bool],
+    trust: TrustPolicy,
 ) -> LoadedModel:
     """The task, the warmed-up backend and the started batcher of ``package``.
 
-    The task is built first: a manifest the task refuses fails before the weights
-    load. ``alone`` tells the ONNX backend whether a batch is the only request in
-    the server (``onnx_allow_spinning=auto``).
+    The package is checked first under ``trust`` (signature, files' sha256) in the
+    version's compute thread, then the task is built: a manifest the task refuses
+    fails before the weights load. ``alone`` tells the ONNX backend whether a batch
+    is the only request in the server (``onnx_allow_spinning=auto``).
     """
     manifest = package.manifest
-    task_class = get_task_class(manifest.task)
-    labels = read_labels(package.path, manifest) if task_class.has_labels else []
-    task = task_class(manifest, labels, settings)
+    where = f"{manifest.name}/{manifest.version}"
     executor = ThreadPoolExecutor(1, thread_name_prefix=f"compute-{manifest.name}")
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
+    try:
+        report = await loop.run_in_executor(
+            executor, verify_package, package.path, manifest, trust, where
+        )
+        _log_trust(package.path, where, report)
+        task_class = get_task_class(manifest.task)
+        labels = read_labels(package.path, manifest) if task_class.has_labels else []
+        task = task_class(manifest, labels, settings)
+    except BaseException:
+        executor.shutdown(wait=False)
+        raise
 
     def load() -> Backend:
         return load_backend(
@@ -117,6 +137,25 @@ async def build_version(
     batcher.start()
     metrics.load_duration.labels(*labels_).set(seconds)
     return LoadedModel(manifest, package.path, backend, task, batcher, executor, threads, seconds)
+
+
+def _log_trust(path: Path, where: str, report: TrustReport) -> None:
+    """Say what the check found; an unverified package is a warning, once per directory."""
+    if report.files_verified:
+        signed = f", signature by key {report.signed_by}" if report.signed_by else ""
+        log.info("%s: files match their sha256%s", where, signed)
+        return
+    if path in _warned_unverified:
+        return
+    _warned_unverified.add(path)
+    log.warning(
+        "%s is unverified: its manifest.json lists no sha256 of its files (written before "
+        "care-serve recorded them), so a changed or corrupted weights file would load. Record "
+        "them with `care-serve sign %s --add-digests` (or write the package again with "
+        "care-serve import / pull / train)",
+        where,
+        path,
+    )
 
 
 def warm_up(backend: Backend, manifest: Manifest, runs: int) -> None:

@@ -42,6 +42,7 @@ from care_serve.serving.status import ModelStatus, State, TaskDefault, VersionSt
 from care_serve.settings import Settings, cpu_count
 from care_serve.store.config import STORE_FILE, StoreConfig, VersionPolicy
 from care_serve.store.repository import ModelRepository, PackageInfo, check_name, check_version
+from care_serve.store.trust import TrustPolicy
 from care_serve.tasks.base import get_task_class, task_names
 
 __all__ = ["ModelManager", "ModelRecord"]
@@ -85,6 +86,10 @@ class ModelManager:
         self._first_loaded: dict[str, str] = {}  # task -> its default without store.json
         self.config = StoreConfig()
         self.config_error: str | None = None
+        # Read once, at start: a bad key file stops the start with a clear ValueError.
+        self.trust = TrustPolicy.from_key_file(
+            settings.package_public_key, settings.require_signed_packages
+        )
 
     # -- records -------------------------------------------------------------------------
     def _record(self, name: str) -> ModelRecord:
@@ -525,6 +530,7 @@ class ModelManager:
             self.core_budget,
             self.metrics,
             alone=self._alone,
+            trust=self.trust,
         )
 
     # -- listing -------------------------------------------------------------------------

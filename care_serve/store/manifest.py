@@ -4,8 +4,11 @@ A package is ``<store>/<name>/<version>/`` holding ``manifest.json``, the
 weights file it names and, optionally, ``labels.txt`` (one class name per
 line, in class-index order). The manifest says everything the server needs to
 serve the weights: task, architecture, input size, preprocessing, labels,
-batching, task-specific post-processing settings and a short model card.
-The field reference is in ``docs/models.md``.
+batching, task-specific post-processing settings, a short model card and the
+sha256 of every other file of the package (``files``; checked at load by
+``care_serve.store.trust``). An optional detached signature ``manifest.sig``
+signs the exact bytes of ``manifest.json``. The field reference is in
+``docs/models.md``.
 """
 
 from __future__ import annotations
@@ -22,17 +25,21 @@ __all__ = [
     "MANIFEST_FILE",
     "NAME_PATTERN",
     "SCHEMA_VERSION",
+    "SIGNATURE_FILE",
     "BatchingConfig",
+    "HubSource",
     "InputSpec",
     "Manifest",
     "ModelCard",
     "Preprocessing",
+    "validate_file_name",
     "validate_model_name",
     "validate_version",
 ]
 
 MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "labels.txt"
+SIGNATURE_FILE = "manifest.sig"  # detached ed25519 signature of manifest.json (optional)
 SCHEMA_VERSION = 1
 INPUT_MULTIPLE = 32
 
@@ -42,6 +49,9 @@ INPUT_MULTIPLE = 32
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_VERSION = 999_999_999
 
 
@@ -66,13 +76,24 @@ def validate_version(version: int | str) -> int:
     return int(text)
 
 
-def _check_file_name(value: str | None, field: str) -> str | None:
-    if value is not None and (not _FILE_RE.fullmatch(value) or ".." in value):
+def validate_file_name(value: str, field: str = "a package file name") -> str:
+    """Return ``value`` if it is a plain file name a package may hold, else ``ValueError``."""
+    if not isinstance(value, str) or not _FILE_RE.fullmatch(value) or ".." in value:
         raise ValueError(
             f"{field} must be a plain file name inside the package directory (letters, digits, "
             f"'_', '-', '.'; no '/' and no '..'), got {value!r}"
         )
     return value
+
+
+def _check_file_name(value: str | None, field: str) -> str | None:
+    return None if value is None else validate_file_name(value, field)
+
+
+def _check_sha256(value: str, field: str) -> str:
+    if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
+        raise ValueError(f"{field} must be a sha256: 64 hex digits, got {value!r}")
+    return value.lower()
 
 
 class _Strict(BaseModel):
@@ -183,6 +204,36 @@ class BatchingConfig(_Strict):
         return self
 
 
+class HubSource(_Strict):
+    """A checkpoint downloaded from the Hugging Face Hub, pinned to the commit it came from."""
+
+    repo: str = Field(description="Hub repository, 'owner/name'.")
+    filename: str = Field(min_length=1, description="File inside the hub repository.")
+    revision: str = Field(
+        description="The hub commit the file was downloaded at (40 hex digits): pass it to "
+        "'care-serve pull --revision' to download exactly this file again."
+    )
+    requested: str = Field(
+        default="main", min_length=1, description="The branch, tag or commit that was asked for."
+    )
+
+    @field_validator("repo")
+    @classmethod
+    def _valid_repo(cls, value: str) -> str:
+        if not _HUB_REPO_RE.fullmatch(value):
+            raise ValueError(f"hub repo must be 'owner/name', got {value!r}")
+        return value
+
+    @field_validator("revision")
+    @classmethod
+    def _valid_revision(cls, value: str) -> str:
+        if not _COMMIT_RE.fullmatch(value):
+            raise ValueError(
+                f"hub revision must be a commit hash (40 lowercase hex digits), got {value!r}"
+            )
+        return value
+
+
 class ModelCard(_Strict):
     """Where the weights come from and how good they are."""
 
@@ -193,6 +244,9 @@ class ModelCard(_Strict):
         default="", description="Where the weights came from (file, URL, training run)."
     )
     source_sha256: str | None = Field(default=None, description="sha256 of the source checkpoint.")
+    hub: HubSource | None = Field(
+        default=None, description="care-serve pull: the hub repo, file and commit downloaded."
+    )
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Quality figures, e.g. {'top1': 0.78}."
     )
@@ -250,6 +304,12 @@ class Manifest(_Strict):
         default_factory=dict, description="Task-specific settings (thresholds, NMS, strides)."
     )
     model_card: ModelCard = Field(default_factory=ModelCard)
+    files: dict[str, str] | None = Field(
+        default=None,
+        description="sha256 (lowercase hex) of every package file but manifest.json and "
+        "manifest.sig, by file name; written by write_package, checked at load. None: an "
+        "unverified package written before digests existed.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -279,6 +339,19 @@ class Manifest(_Strict):
     @classmethod
     def _valid_labels_file(cls, value: str | None) -> str | None:
         return _check_file_name(value, "labels_file")
+
+    @field_validator("files")
+    @classmethod
+    def _valid_files(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        checked = {}
+        for name, digest in value.items():
+            validate_file_name(name, "each name in files")
+            if name in (MANIFEST_FILE, SIGNATURE_FILE):
+                raise ValueError(f"files must not list {name} (it cannot hold its own digest)")
+            checked[name] = _check_sha256(digest, f"files[{name!r}]")
+        return checked
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

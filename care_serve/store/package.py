@@ -1,9 +1,11 @@
 """Reading and writing one model package directory.
 
 ``write_package`` is the one way code creates packages (``care-serve import``,
-the training pipeline): it validates the manifest, copies the weights, writes
-labels and the manifest into a temporary directory and renames it into place,
-so a reader never sees a half-written package. Packages are readable by every
+``pull``, the training pipeline): it validates the manifest, copies the weights,
+writes labels and the manifest, with the sha256 of every other file in ``files``,
+into a temporary directory and renames it into place, so a reader never sees a
+half-written package. ``add_digests`` records the digests of a package written
+before they existed. Packages are readable by every
 user the umask allows (directories 0755 and files 0644 under the usual 022), so a
 server running as another uid (the container's 10001) can read them.
 """
@@ -20,9 +22,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from care_serve.errors import ModelStoreError
-from care_serve.store.manifest import LABELS_FILE, MANIFEST_FILE, Manifest
+from care_serve.store.integrity import digest_files, package_files, verify_files
+from care_serve.store.manifest import LABELS_FILE, MANIFEST_FILE, SIGNATURE_FILE, Manifest
 
-__all__ = ["package_path", "read_labels", "read_manifest", "write_package"]
+__all__ = ["add_digests", "package_path", "read_labels", "read_manifest", "write_package"]
 
 
 def package_path(store: str | os.PathLike[str], name: str, version: int) -> Path:
@@ -110,7 +113,9 @@ def write_package(
     ending in ``<name>/<version>``). ``weights_path`` is copied under the name
     ``manifest.weights``. ``labels`` (class names in index order), when given,
     are written to ``labels.txt`` and the manifest points at that file.
-    An existing package is replaced only with ``overwrite=True``.
+    An existing package is replaced only with ``overwrite=True``. The manifest written
+    lists the sha256 of the weights and labels in ``files`` (any ``files`` given is
+    replaced).
     """
     manifest = Manifest.model_validate(manifest.model_dump())  # re-validate a copy
     dest = Path(dest_dir)
@@ -136,6 +141,8 @@ def write_package(
         shutil.copy2(weights, tmp / manifest.weights)
         if labels is not None:
             (tmp / LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
+        files = digest_files(tmp, package_files(tmp))
+        manifest = manifest.model_copy(update={"files": files})
         text = json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n"
         (tmp / MANIFEST_FILE).write_text(text, encoding="utf-8")
         read_labels(tmp, read_manifest(tmp))  # what we wrote must read back
@@ -151,3 +158,40 @@ def write_package(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def add_digests(package_dir: str | os.PathLike[str]) -> dict[str, str] | None:
+    """Record the sha256 of the package's files in its ``manifest.json`` (``files``).
+
+    For a package written before digests existed: every other field and its order
+    are kept, the manifest is replaced atomically and a signature of the old
+    manifest (``manifest.sig``) is removed, since it no longer matches. Returns the
+    digests recorded, or None when the manifest already lists digests and the files
+    match them; ``ModelStoreError`` when they do not (the files changed: nothing is
+    rewritten).
+    """
+    root = Path(package_dir)
+    manifest = read_manifest(root)
+    where = f"{manifest.name}/{manifest.version}"
+    if manifest.files is not None:
+        verify_files(root, manifest, where)
+        return None
+    path = root / MANIFEST_FILE
+    document = json.loads(path.read_text(encoding="utf-8"))
+    files = digest_files(root, package_files(root))
+    document["files"] = files
+    try:
+        updated = Manifest.model_validate(document)
+    except ValidationError as exc:
+        raise ModelStoreError(f"{path}: invalid manifest: {_format_validation(exc)}") from exc
+    verify_files(root, updated, where)  # covers the weights and labels, files unchanged since
+    tmp = root / f".{MANIFEST_FILE}.tmp-{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask applies
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(document, indent=2) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    (root / SIGNATURE_FILE).unlink(missing_ok=True)
+    return files

@@ -3,11 +3,12 @@
 Every name and version a client sends is validated against a strict pattern
 before it touches the file system, and a name that resolves outside the store is
 refused as a bad request (400). Every file of a package -- the version
-directory, ``manifest.json``, the weights, the labels file -- must resolve inside
-the store too: a symlink pointing outside is a store error (``ModelStoreError``,
-422) and is never read. Error messages name files relative to the store
-(``name/version/file``), never by their absolute path. An optional
-``<root>/store.json`` holds the defaults and version policies (``care_serve.store.config``).
+directory, ``manifest.json``, the weights, the labels file, every file the
+manifest lists a sha256 for -- must resolve inside the store too: a symlink
+pointing outside is a store error (``ModelStoreError``, 422) and is never read.
+Error messages name files relative to the store (``name/version/file``), never
+by their absolute path. An optional ``<root>/store.json`` holds the defaults and
+version policies (``care_serve.store.config``).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class ModelRepository:
                 f"{name}/{chosen}/{MANIFEST_FILE}: manifest says {manifest.name}/"
                 f"{manifest.version} but the package directory is {name}/{chosen}"
             )
-        for member in (manifest.weights, manifest.labels_file):
+        for member in (manifest.weights, manifest.labels_file, *(manifest.files or {})):
             if member is not None:
                 self._confined(package_dir / member)
         if not (path / manifest.weights).is_file():

@@ -136,17 +136,19 @@ def card_evaluation(
 
 def write_card_evaluation(
     package: Path, task: str, report: Evaluation, data: Path, split: str
-) -> None:
+) -> bool:
     """Replace the evaluation in ``package``'s model card (metrics and evaluation notes).
 
     For a package whose served defaults changed after training (e.g. a threshold
     chosen on other scenes): the card then describes what the package answers.
-    Every other field of the manifest is kept; the result must validate.
+    Every other field of the manifest is kept; the result must validate. A signature
+    of the old manifest (``manifest.sig``) no longer matches and is removed: returns
+    True when it was (sign the package again).
     """
     from pydantic import ValidationError
 
     from care_serve.errors import ModelStoreError
-    from care_serve.store.manifest import Manifest
+    from care_serve.store.manifest import SIGNATURE_FILE, Manifest
     from care_serve.store.package import MANIFEST_FILE, read_manifest
 
     path = package / MANIFEST_FILE
@@ -166,3 +168,8 @@ def write_card_evaluation(
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
+    signature = package / SIGNATURE_FILE
+    if not signature.exists():
+        return False
+    signature.unlink()
+    return True

@@ -22,7 +22,7 @@ from care_serve.backends import load_backend
 from care_serve.cli import main
 from care_serve.commands.pull import HUB_REPO, OFFICIAL_WEIGHTS
 from care_serve.offline.importer import imagenet_labels, sha256_file
-from care_serve.store import ModelRepository, read_labels
+from care_serve.store import HubSource, ModelRepository, read_labels
 from tests.helpers.paths import OFFICIAL_S0_CHECKPOINT
 
 FIXTURE = OFFICIAL_S0_CHECKPOINT
@@ -144,7 +144,11 @@ def test_pull_end_to_end_then_offline_from_the_cache(tmp_path: Path, hub: FakeHu
     )  # fmt: skip
     assert card.source_sha256 == sha256_file(FIXTURE)
     assert card.metrics == {"imagenet_top1_paper": 78.4, "gmacs_paper": 0.7}
-    assert "2411.16170" in card.notes["paper"] and card.notes["hub_commit"] == COMMIT
+    assert "2411.16170" in card.notes["paper"]
+    assert card.hub == HubSource(
+        repo=HUB_REPO, filename="CARETrans_S0.pth.tar", revision=COMMIT, requested="main"
+    )
+    assert set(manifest.files or {}) == {"model.onnx", "labels.txt"}
     assert card.source.startswith(hub.url) and card.source.endswith("CARETrans_S0.pth.tar")
     assert read_labels(package.path, manifest) == imagenet_labels()
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
@@ -157,6 +161,7 @@ def test_pull_end_to_end_then_offline_from_the_cache(tmp_path: Path, hub: FakeHu
     assert len(hub.requests) == seen
     again = ModelRepository(store).package("care-s0", 2).manifest
     assert again.model_card.source_sha256 == card.source_sha256
+    assert again.model_card.hub == card.hub  # the commit the cache resolved main to
 
 
 def test_a_dropped_download_resumes_with_a_range_request(tmp_path: Path, hub: FakeHub) -> None:
@@ -214,3 +219,32 @@ def test_unknown_variant_and_hub_404_are_clear_errors(
     assert f"the hub has no {HUB_REPO}/CARETrans_S2.pth.tar at revision main (HTTP 404)" in err
     assert main(["pull", "care_s0", "--revision", "v9", "--model-store", store]) == 1
     assert "at revision v9 (HTTP 404)" in capsys.readouterr().err
+
+
+def test_pull_pins_a_commit_and_checks_the_expected_sha256(
+    tmp_path: Path, hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    digest = sha256_file(FIXTURE)
+    argv = ["pull", "care_s0", "--model-store", str(store), "--format", "pytorch"]
+    assert main([*argv, "--revision", COMMIT, "--sha256", digest.upper()]) == 0
+    assert f"sha256 {digest} as expected" in capsys.readouterr().out
+    card = ModelRepository(store).package("care-s0").manifest.model_card
+    assert card.hub is not None and (card.hub.revision, card.hub.requested) == (COMMIT, COMMIT)
+    assert card.source_sha256 == digest
+
+
+def test_pull_with_another_sha256_is_refused_and_writes_nothing(
+    tmp_path: Path, hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    wrong = "0" * 64
+    argv = ["pull", "care_s0", "--model-store", str(store), "--sha256", wrong]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"has sha256 {sha256_file(FIXTURE)}, not the expected {wrong} (--sha256)" in err
+    assert "nothing was imported" in err and COMMIT in err
+    assert not store.exists() or not any(store.iterdir())
+    with pytest.raises(SystemExit):  # not a digest: refused by the parser, before any download
+        main(["pull", "care_s0", "--model-store", str(store), "--sha256", "abc"])
+    assert "expected a sha256 (64 hex digits), got 'abc'" in capsys.readouterr().err

@@ -294,10 +294,14 @@ def test_evaluate_write_card_records_the_served_defaults(
     document = json.loads(path.read_text())
     document["postprocessing"]["score_threshold"] = 0.05  # a served default changed by hand
     path.write_text(json.dumps(document))
+    (outcome.package / "manifest.sig").write_text("a signature of the manifest before\n")
     argv = ["evaluate", "detection", "--package", str(outcome.package), "--data",
             str(data / "detection"), "--quiet", "--json"]  # fmt: skip
     assert main([*argv, "--write-card"]) == 0
-    measured = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    measured = json.loads(captured.out)
+    assert not (outcome.package / "manifest.sig").exists()  # it signed the old manifest
+    assert "removed manifest.sig, which signed the old manifest" in captured.err
     manifest = read_manifest(outcome.package)
     card = manifest.model_card
     assert manifest.postprocessing["score_threshold"] == 0.05  # the rest of the manifest kept
