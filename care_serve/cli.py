@@ -18,6 +18,7 @@ from care_serve.errors import CareServeError
 # Module names under care_serve.commands, in the order they appear in --help.
 COMMAND_MODULES = (
     "serve",
+    "keys",
     "import_model",
     "pull",
     "sign",

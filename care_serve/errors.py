@@ -8,6 +8,7 @@ traceback.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,10 +71,33 @@ class CheckpointError(CareServeError, ValueError):
 
 
 class Unauthorized(CareServeError):
-    """A protected endpoint (model load/unload) was called without the right token."""
+    """No credential, or one the server does not know (an API key or the admin token)."""
 
     status_code = 401
     grpc_code = "UNAUTHENTICATED"
+
+
+class Forbidden(CareServeError):
+    """The credential is valid but lacks the scope, or the operation is switched off."""
+
+    status_code = 403
+    grpc_code = "PERMISSION_DENIED"
+
+
+class RateLimited(CareServeError):
+    """The client sent more requests than its rate limit allows; retry after a while."""
+
+    status_code = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retry_after_header(self) -> str:
+        """Whole seconds, rounded up, at least 1 (the ``Retry-After`` header's form)."""
+        return str(max(1, math.ceil(self.retry_after_s)))
 
 
 class Conflict(CareServeError):
@@ -140,6 +164,13 @@ class DatasetError(CareServeError, ValueError):
 
 class ExportError(CareServeError):
     """An ONNX export failed: the exporter or checker refused it, or outputs disagree with torch."""
+
+    status_code = 500
+    grpc_code = "INTERNAL"
+
+
+class ConfigurationError(CareServeError, ValueError):
+    """A setting points at something unusable (a TLS file, an API key file); refuses start."""
 
     status_code = 500
     grpc_code = "INTERNAL"

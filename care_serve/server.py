@@ -24,9 +24,10 @@ from typing import Any, TypeVar
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from care_serve.errors import PortInUse
+from care_serve.errors import ConfigurationError, PortInUse
 from care_serve.imaging.decode import configure_pillow
 from care_serve.observability.metrics import ServingMetrics
+from care_serve.security.tls import TlsError, TlsMaterial
 from care_serve.serving.data_plane import DataPlane
 from care_serve.serving.manager import ModelManager
 from care_serve.serving.store_watcher import StoreWatcher
@@ -88,10 +89,17 @@ class ServingStack:
         self._http_task: asyncio.Task[None] | None = None
         self._grpc: GrpcServer | None = None
         self.watcher: StoreWatcher | None = None
+        self.tls: TlsMaterial | None = None
 
     async def start(self) -> None:
         """Load the start-up models, then start REST and gRPC."""
         configure_pillow(self.settings.max_image_pixels)
+        settings = self.settings
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            try:
+                self.tls = TlsMaterial(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            except TlsError as exc:
+                raise ConfigurationError(str(exc)) from None
         if not self.repository.exists():
             log.warning("model store %s does not exist: serving no models", self.repository.root)
         # Both ports first: a port in use is refused before minutes of model loading.
@@ -99,7 +107,7 @@ class ServingStack:
         if self.settings.enable_grpc:
             try:
                 self._grpc = GrpcServer(
-                    self.data_plane, self.settings.host, self.settings.grpc_port
+                    self.data_plane, self.settings.host, self.settings.grpc_port, self.tls
                 )
             except PortInUse:
                 sock.close()
@@ -121,7 +129,11 @@ class ServingStack:
             timeout_graceful_shutdown=math.ceil(
                 self.settings.graceful_shutdown_s + _ANSWER_MARGIN_S
             ),
+            **(self.tls.uvicorn_options() if self.tls is not None else {}),
         )
+        config.load()
+        if self.tls is not None:
+            self.tls.track(config.ssl)
         self._http = _UvicornServer(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
         while not self._http.started:
@@ -134,11 +146,27 @@ class ServingStack:
             await self._grpc.set_serving(True)
             self.grpc_port = self._grpc.port
         log.info(
-            "care-serve ready: REST http://%s:%d, gRPC %s",
+            "care-serve ready: REST %s://%s:%d, gRPC %s%s",
+            "https" if self.tls else "http",
             self.settings.host,
             self.http_port,
             f"{self.settings.host}:{self.grpc_port}" if self._grpc else "disabled",
+            (" (TLS, client certificates required)" if self.tls.mutual else " (TLS)")
+            if self.tls
+            else "",
         )
+
+    def reload_tls(self) -> bool:
+        """Re-read the TLS files (SIGHUP); on a bad file, log it and keep the old ones."""
+        if self.tls is None:
+            log.info("SIGHUP: TLS is off, nothing to reload")
+            return False
+        try:
+            self.tls.reload()
+        except TlsError as exc:
+            log.error("TLS reload refused, the previous certificate stays in use: %s", exc)
+            return False
+        return True
 
     async def stop(self) -> None:
         """Drain: refuse new requests, finish what fits in the grace period, answer the rest."""
@@ -179,6 +207,8 @@ class ServingStack:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
         await self.start()
         await stop.wait()
         log.info("shutting down: finishing in-flight requests")
@@ -216,7 +246,8 @@ class BackgroundStack:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.stack.settings.host}:{self.stack.http_port}"
+        scheme = "https" if self.stack.settings.tls else "http"
+        return f"{scheme}://{self.stack.settings.host}:{self.stack.http_port}"
 
     @property
     def grpc_target(self) -> str:

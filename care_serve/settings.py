@@ -78,6 +78,48 @@ class Settings(BaseSettings):
     enable_grpc: bool = Field(default=True, description="Start the gRPC server.")
     enable_docs: bool = Field(default=True, description="Serve the OpenAPI docs at /docs.")
 
+    # --- security ------------------------------------------------------------------------
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) of the server: REST and gRPC speak TLS only. "
+        "Re-read, with tls_key and tls_client_ca, on SIGHUP.",
+    )
+    tls_key: Path | None = Field(
+        default=None, description="PEM private key of tls_cert (unencrypted)."
+    )
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description="PEM CA certificate(s): mutual TLS, clients must present a certificate "
+        "signed by one of them on both ports (needs tls_cert).",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="API key file (care-serve keys add): every request but health, readiness "
+        "and (metrics_open) metrics needs 'Authorization: Bearer <key>'; re-read when it "
+        "changes.",
+    )
+    rate_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="Requests per second each API key may make (a key's own --rate wins); "
+        "without keys, per client address. Unset = no limit.",
+    )
+    rate_limit_burst: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests a client may send at once before rate_limit applies "
+        "(default: the rate rounded up, at least 1).",
+    )
+    metrics_open: bool = Field(
+        default=True,
+        description="GET /metrics needs no API key (for Prometheus); off = an infer key.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins whose pages may call the API from a browser (comma-separated, "
+        "e.g. https://dash.local); empty = no CORS headers.",
+    )
+
     # --- threads -------------------------------------------------------------------------
     intra_op_threads: int = Field(
         default=0, ge=0, description="Backend threads per model; 0 = cores / models at start-up."
@@ -135,7 +177,10 @@ class Settings(BaseSettings):
 
     # --- lifecycle -----------------------------------------------------------------------
     admin_token: SecretStr | None = Field(
-        default=None, description="If set, load/unload need 'Authorization: Bearer <token>'."
+        default=None,
+        description="A shorthand admin credential: 'Authorization: Bearer <token>' may load "
+        "and unload models, like an admin API key. Without it or an admin key, model control "
+        "is off (403).",
     )
     warmup_runs: int = Field(
         default=2, ge=0, description="Warm-up batches run before a model is ready."
@@ -178,7 +223,7 @@ class Settings(BaseSettings):
         "path or RPC, model, version, protocol, status, latency.",
     )
 
-    @field_validator("models", "allowed_image_formats", mode="before")
+    @field_validator("models", "allowed_image_formats", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -209,7 +254,7 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().strip():
             raise ValueError(
                 "admin_token is empty: give a token, or unset CARE_SERVE_ADMIN_TOKEN "
-                "to leave load/unload open"
+                "(model control is then off unless an admin API key exists)"
             )
         return value
 
@@ -238,6 +283,24 @@ class Settings(BaseSettings):
                 f"decodes: {', '.join(sorted(Image.OPEN))}"
             )
         return list(dict.fromkeys(names))
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(
+                "tls_cert and tls_key go together: give both (--tls-cert FILE --tls-key FILE) "
+                "or neither"
+            )
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError(
+                "tls_client_ca (mutual TLS) needs TLS: give --tls-cert and --tls-key too"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """REST and gRPC speak TLS."""
+        return self.tls_cert is not None
 
     def threads_per_model(self, n_models: int) -> int:
         """Intra-op threads for each model when ``n_models`` are loaded (the thread rule)."""

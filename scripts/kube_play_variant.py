@@ -5,7 +5,9 @@
 
 Keeps the ConfigMap and the Deployment as they are except what one machine without a cluster
 needs: one replica, the model-store claim replaced by a hostPath to DIR, the image replaced by a
-local one, and hostPorts on loopback for the two container ports.
+local one, and hostPorts on loopback for the two container ports. The TLS and API-key Secrets
+are left out (plaintext, no keys, probes over HTTP): what they do is tested on loopback by
+tests/integration/security, and the manifests' wiring of them by tests/acceptance/deploy.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ def variant(image: str, model_store: Path, http_port: int, grpc_port: int) -> st
     for port in container["ports"]:
         port["hostPort"] = host_ports[port["name"]]
         port["hostIP"] = "127.0.0.1"
+    secrets = {v["name"] for v in pod["volumes"] if "secret" in v}
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] not in secrets]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] not in secrets]
+    container.pop("env", None)  # the Secrets' paths
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        container[probe]["httpGet"]["scheme"] = "HTTP"
     for volume in pod["volumes"]:
         if "persistentVolumeClaim" in volume:
             del volume["persistentVolumeClaim"]

@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.helpers.stacks import serving_stack  # noqa: E402
 from tests.helpers.browser import DESKTOP, PHONE, launch, scene_png  # noqa: E402
+from tests.helpers.stacks import serving_stack  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
 #: (task, scene index) chosen to show each task's picture well.

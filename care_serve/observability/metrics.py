@@ -29,8 +29,8 @@ class ServingMetrics:
         self.requests = Counter(
             "care_inference_requests",
             "Inference requests by outcome (success, invalid_input, not_found, overloaded, "
-            "timeout, unavailable, error).",
-            (*REQUEST_LABELS, "outcome"),
+            "timeout, unavailable, error); key is the API key's name ('' without keys).",
+            (*REQUEST_LABELS, "key", "outcome"),
             registry=registry,
         )
         self.request_duration = Histogram(
@@ -103,6 +103,19 @@ class ServingMetrics:
             "care_model_load_failures",
             "Failed loads of the model version (bad files, warm-up errors).",
             MODEL_LABELS,
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "care_rate_limited_requests",
+            "Requests refused with 429 / RESOURCE_EXHAUSTED by the rate limit, by API key name "
+            "('' = clients without a key, limited by address).",
+            ("key",),
+            registry=registry,
+        )
+        self.auth_refused = Counter(
+            "care_auth_refused_requests",
+            "Requests refused for their credential: unauthenticated (401) or forbidden (403).",
+            ("reason",),
             registry=registry,
         )
         self.load_error = Gauge(

@@ -21,9 +21,11 @@ __all__ = [
     "MAX_REQUEST_ID_LENGTH",
     "RequestInfo",
     "begin_request",
+    "current_key",
     "current_request",
     "current_request_id",
     "log_access",
+    "note_key",
     "note_model",
     "request_id_from",
 ]
@@ -42,6 +44,7 @@ class RequestInfo:
     protocol: str
     model: str | None = None
     version: int | None = None
+    key: str | None = None  # the API key's name, once the request is authenticated
 
 
 _current: ContextVar[RequestInfo | None] = ContextVar("care_serve_request", default=None)
@@ -72,6 +75,19 @@ def current_request_id() -> str | None:
     return info.request_id if info is not None else None
 
 
+def note_key(name: str | None) -> None:
+    """Record the API key name (never the key) that sent the current request."""
+    info = _current.get()
+    if info is not None:
+        info.key = name
+
+
+def current_key() -> str:
+    """The current request's key name, '' when anonymous (a metric label)."""
+    info = _current.get()
+    return (info.key or "") if info is not None else ""
+
+
 def note_model(name: str, version: int) -> None:
     """Record the model and version serving the current request (the data plane's hook)."""
     info = _current.get()
@@ -89,6 +105,7 @@ def log_access(info: RequestInfo, status: int | str, latency_ms: float, **where:
         **where,
         "model": info.model,
         "version": info.version,
+        "key": info.key,
         "status": status,
         "latency_ms": round(latency_ms, 3),
     }

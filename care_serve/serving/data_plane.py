@@ -55,7 +55,7 @@ from care_serve.imaging.inputs import (
 )
 from care_serve.imaging.preprocess import PreprocessMeta
 from care_serve.observability.metrics import ServingMetrics
-from care_serve.observability.request_context import note_model
+from care_serve.observability.request_context import current_key, note_model
 from care_serve.serving.auth import Authorizer
 from care_serve.serving.loader import LoadedModel
 from care_serve.serving.manager import ModelManager
@@ -124,7 +124,7 @@ class DataPlane:
         self.manager = manager
         self.metrics = metrics
         self.pools = pools
-        self.auth = Authorizer(settings)
+        self.auth = Authorizer(settings, metrics)
         self.draining = False
         self.inflight = 0
         self._abort: asyncio.Future[None] | None = None
@@ -222,7 +222,7 @@ class DataPlane:
     ) -> None:
         """Count a request refused before inference (unknown model, tensors it cannot take)."""
         labels = (loaded.name, str(loaded.version)) if loaded is not None else ("", "")
-        self.metrics.requests.labels(*labels, protocol, outcome_of(exc)).inc()
+        self.metrics.requests.labels(*labels, protocol, current_key(), outcome_of(exc)).inc()
 
     def _lookup(self, protocol: str, find: Callable[[], LoadedModel]) -> LoadedModel:
         try:
@@ -260,15 +260,15 @@ class DataPlane:
             request = _Request(loaded, parsed, started, started + limit, limit, labels)
             result = await run(request)
         except CareServeError as exc:
-            self.metrics.requests.labels(*labels, outcome_of(exc)).inc()
+            self.metrics.requests.labels(*labels, current_key(), outcome_of(exc)).inc()
             raise
         except Exception:
-            self.metrics.requests.labels(*labels, "error").inc()
+            self.metrics.requests.labels(*labels, current_key(), "error").inc()
             raise
         finally:
             self.inflight -= 1
             self.manager.release(loaded, images)
-        self.metrics.requests.labels(*labels, "success").inc()
+        self.metrics.requests.labels(*labels, current_key(), "success").inc()
         elapsed = asyncio.get_running_loop().time() - started
         self.metrics.request_duration.labels(*labels).observe(elapsed)
         return result

@@ -13,7 +13,19 @@ from care_serve.server import BackgroundStack
 from care_serve.settings import Settings
 from tests.helpers.paths import BUNDLED_STORE
 
-__all__ = ["BUNDLED_MODELS", "BUNDLED_STORE", "TEST_SETTINGS", "serving_stack", "test_settings"]
+__all__ = [
+    "ADMIN",
+    "ADMIN_TOKEN",
+    "BUNDLED_MODELS",
+    "BUNDLED_STORE",
+    "TEST_SETTINGS",
+    "serving_stack",
+    "test_settings",
+]
+
+# Model control is off without an admin credential: tests that load and unload use this.
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 # The default model of each task in the bundled store.
 BUNDLED_MODELS = {

@@ -48,7 +48,7 @@ from tests.helpers.numerics import rel_error
 from tests.helpers.packages import LABELS as CLS_LABELS
 from tests.helpers.packages import jpeg_bytes, make_manifest, png_bytes
 from tests.helpers.paths import ROOT
-from tests.helpers.stacks import serving_stack
+from tests.helpers.stacks import ADMIN, ADMIN_TOKEN, serving_stack
 
 HEIGHT, WIDTH = 96, 128  # non-square, so a swapped height/width would show
 DET_LABELS = ["circle", "square", "triangle"]
@@ -148,7 +148,7 @@ def dense_store(
 
 @pytest.fixture(scope="module")
 def stack(dense_store: dict[str, Any]) -> Iterator[BackgroundStack]:
-    with serving_stack(dense_store["root"]) as running:
+    with serving_stack(dense_store["root"], admin_token=ADMIN_TOKEN) as running:
         yield running
 
 
@@ -571,7 +571,7 @@ def test_metrics_carry_the_dense_models(stack: BackgroundStack, stub: Any) -> No
 
     for model in ("det", "seg"):
         for protocol in ("rest", "grpc"):
-            labels = f'model="{model}",outcome="success",protocol="{protocol}",version="1"'
+            labels = f'key="",model="{model}",outcome="success",protocol="{protocol}",version="1"'
             assert value(f"care_inference_requests_total{{{labels}}}") >= 1
         assert value(f'care_inference_executions_total{{model="{model}",version="1"}}') >= 2
         assert (
@@ -582,7 +582,7 @@ def test_metrics_carry_the_dense_models(stack: BackgroundStack, stub: Any) -> No
             >= 1
         )
         assert value(f'care_model_ready{{model="{model}",version="1"}}') == 1
-    bad = 'model="det",outcome="invalid_input",protocol="rest",version="1"'
+    bad = 'key="",model="det",outcome="invalid_input",protocol="rest",version="1"'
     assert value(f"care_inference_requests_total{{{bad}}}") >= 1
 
 
@@ -592,7 +592,7 @@ def test_a_dense_package_the_task_refuses_fails_to_load_with_the_reason(
     url = stack.http_url
     info = httpx.get(f"{url}/models/bad-det").json()
     assert info["state"] == "failed" and "letterbox" in info["error"], info
-    load = httpx.post(f"{url}/models/bad-det/load", timeout=60)
+    load = httpx.post(f"{url}/models/bad-det/load", headers=ADMIN, timeout=60)
     assert load.status_code == 422, load.text
     assert "preprocessing.mode 'letterbox'" in load.json()["error"]["message"]
     error = grpc_error(stub.Detect, pb.DetectRequest(model="bad-det", image=scene_png(40, 30)))

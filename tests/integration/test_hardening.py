@@ -36,7 +36,7 @@ from care_serve.store import BatchingConfig, read_manifest, write_package
 from tests.helpers.numerics import rel_error
 from tests.helpers.packages import LABELS, jpeg_bytes, make_manifest, png_bytes
 from tests.helpers.paths import BUNDLED_STORE, MALFORMED
-from tests.helpers.stacks import serving_stack
+from tests.helpers.stacks import ADMIN, ADMIN_TOKEN, serving_stack
 
 BUNDLED = BUNDLED_STORE
 MALFORMED_FILES = sorted(MALFORMED.iterdir())
@@ -259,7 +259,7 @@ def test_newest_version_failing_at_start_falls_back_and_readiness_is_strict(
 
 def test_a_reload_never_flips_readiness(store: Path, start_stack: Any, tiny_models: dict) -> None:
     write_package(store, make_manifest(version=2), tiny_models[2][1], LABELS)
-    stack = start_stack(store, models=["tiny:1"], warmup_runs=8)
+    stack = start_stack(store, models=["tiny:1"], warmup_runs=8, admin_token=ADMIN_TOKEN)
     seen: list[int] = []
     done = threading.Event()
 
@@ -273,7 +273,7 @@ def test_a_reload_never_flips_readiness(store: Path, start_stack: Any, tiny_mode
     try:
         with httpx.Client(base_url=stack.http_url, timeout=60) as client:
             for version in (2, 1, 2):
-                loaded = client.post(f"/models/tiny/load?version={version}")
+                loaded = client.post(f"/models/tiny/load?version={version}", headers=ADMIN)
                 assert loaded.status_code == 200, loaded.text
     finally:
         done.set()

@@ -14,6 +14,7 @@ from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
 from care_serve.observability.redaction import redact_paths
 from care_serve.store import write_package
 from tests.helpers.packages import LABELS, make_manifest
+from tests.helpers.stacks import ADMIN, ADMIN_TOKEN
 
 
 def _no_paths(text: str, *roots: Path) -> None:
@@ -25,13 +26,13 @@ def _no_paths(text: str, *roots: Path) -> None:
 def test_last_load_error_is_shown_with_its_version_and_cleared_by_a_good_load(
     store: Path, start_stack: Any, tmp_path: Path
 ) -> None:
-    stack = start_stack(store)
+    stack = start_stack(store, admin_token=ADMIN_TOKEN)
     url = stack.http_url
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"this is not an onnx file")
     write_package(store, make_manifest(version=2), broken, LABELS)
 
-    failed = httpx.post(f"{url}/models/tiny/load", params={"version": 2}, timeout=60)
+    failed = httpx.post(f"{url}/models/tiny/load", params={"version": 2}, headers=ADMIN, timeout=60)
     assert failed.status_code == 422, failed.text
     _no_paths(failed.text, tmp_path)
     detail = httpx.get(f"{url}/models/tiny").json()
@@ -42,7 +43,7 @@ def test_last_load_error_is_shown_with_its_version_and_cleared_by_a_good_load(
     # a later failure of another kind (a manifest that does not parse) replaces it
     v3 = write_package(store, make_manifest(version=3), broken, LABELS)
     (v3 / "manifest.json").write_text("{not json")
-    failed = httpx.post(f"{url}/models/tiny/load", params={"version": 3}, timeout=60)
+    failed = httpx.post(f"{url}/models/tiny/load", params={"version": 3}, headers=ADMIN, timeout=60)
     assert failed.status_code == 422, failed.text
     assert "tiny/3" in failed.json()["error"]["message"]
     _no_paths(failed.text, tmp_path)
@@ -56,7 +57,7 @@ def test_last_load_error_is_shown_with_its_version_and_cleared_by_a_good_load(
     _no_paths(info.error, tmp_path)
 
     # reloading another version keeps the error of version 3 (it is still broken) ...
-    ok = httpx.post(f"{url}/models/tiny/load", params={"version": 1}, timeout=60)
+    ok = httpx.post(f"{url}/models/tiny/load", params={"version": 1}, headers=ADMIN, timeout=60)
     assert ok.status_code == 200, ok.text
     detail = httpx.get(f"{url}/models/tiny").json()
     assert detail["error_version"] == 3, detail
@@ -67,7 +68,7 @@ def test_last_load_error_is_shown_with_its_version_and_cleared_by_a_good_load(
     # ... and a successful load of a version clears that version's error
     good = store / "tiny" / "1" / "model.onnx"
     write_package(store, make_manifest(version=3), good, LABELS, overwrite=True)
-    ok = httpx.post(f"{url}/models/tiny/load", params={"version": 3}, timeout=60)
+    ok = httpx.post(f"{url}/models/tiny/load", params={"version": 3}, headers=ADMIN, timeout=60)
     assert ok.status_code == 200, ok.text
     detail = httpx.get(f"{url}/models/tiny").json()
     assert detail["error_version"] == 2 and "tiny/2" in detail["error"], detail
@@ -85,7 +86,7 @@ def test_model_details_show_no_filesystem_paths(
     }
     store = tmp_path / "store"
     write_package(store, make_manifest(model_card=card), tiny_models[1][1], LABELS)
-    stack = start_stack(store)
+    stack = start_stack(store, admin_token=ADMIN_TOKEN)
     detail = httpx.get(f"{stack.http_url}/models/tiny").json()
     assert detail["state"] == "ready"
     assert detail["model_card"]["source"] == "<path>/care_s0.pth"

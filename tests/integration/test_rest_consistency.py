@@ -99,8 +99,8 @@ def test_openapi_lists_only_the_errors_each_route_can_give(running: BackgroundSt
         ("/segment", "post"): {"200", "400", "404", "413", "503", "504"},
         ("/models", "get"): {"200"},
         ("/models/{name}", "get"): {"200", "400", "404"},
-        ("/models/{name}/load", "post"): {"200", "400", "401", "404", "409", "422"},
-        ("/models/{name}/unload", "post"): {"200", "400", "401", "404", "409"},
+        ("/models/{name}/load", "post"): {"200", "400", "401", "403", "404", "409", "422"},
+        ("/models/{name}/unload", "post"): {"200", "400", "401", "403", "404", "409"},
         ("/health/live", "get"): {"200"},
         ("/health/ready", "get"): {"200", "503"},
     }

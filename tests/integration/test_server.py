@@ -333,7 +333,7 @@ def test_listing_health_metrics_and_unimplemented_tasks(
     metrics = httpx.get(f"{url}/metrics").text
     for protocol in ("rest", "grpc"):
         labels = f'model="tiny",protocol="{protocol}",version="1"'
-        success = f'model="tiny",outcome="success",protocol="{protocol}",version="1"'
+        success = f'key="",model="tiny",outcome="success",protocol="{protocol}",version="1"'
         assert f"care_inference_requests_total{{{success}}} 3.0" in metrics
         for hist in ("request", "queue", "preprocess", "compute", "postprocess"):
             assert f"care_inference_{hist}_duration_seconds_count{{{labels}}} 3.0" in metrics

@@ -14,6 +14,7 @@ from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
 from care_serve.store import VersionPolicy, write_package
 from tests.helpers.packages import LABELS, jpeg_bytes, make_manifest
+from tests.helpers.stacks import ADMIN, ADMIN_TOKEN
 
 AUTH = {"Authorization": "Bearer s3cret"}
 
@@ -78,7 +79,7 @@ def test_two_versions_serve_side_by_side_with_metrics_and_listing(
     assert httpx.get(f"{url}/v2/models/tiny/versions/1/ready").status_code == 200
     assert httpx.get(f"{url}/v2/models/tiny/versions/3/ready").status_code != 200
     assert httpx.get(f"{url}/v2/models/tiny").json()["versions"] == ["1", "2"]
-    index = httpx.post(f"{url}/v2/repository/index", json={}).json()
+    index = httpx.post(f"{url}/v2/repository/index", json={}, headers=AUTH).json()
     assert [(e["version"], e["state"]) for e in index] == [
         ("1", "READY"),
         ("2", "READY"),
@@ -87,7 +88,7 @@ def test_two_versions_serve_side_by_side_with_metrics_and_listing(
     metrics = httpx.get(f"{url}/metrics").text
     for version in ("1", "2"):
         assert f'care_model_ready{{model="tiny",version="{version}"}} 1.0' in metrics
-        success = f'model="tiny",outcome="success",protocol="rest",version="{version}"'
+        success = f'key="",model="tiny",outcome="success",protocol="rest",version="{version}"'
         assert f"care_inference_requests_total{{{success}}}" in metrics
 
     # a default version in store.json takes effect with the next load, and is listed
@@ -120,10 +121,10 @@ def test_defaults_never_change_because_another_model_was_loaded(
 ) -> None:
     # "aaa" sorts before "tiny": the old rule (alphabetically first loaded) would switch to it
     write_package(store, make_manifest(name="aaa"), tiny_models[2][1], LABELS)
-    stack = start_stack(store, models=["tiny"])
+    stack = start_stack(store, models=["tiny"], admin_token=ADMIN_TOKEN)
     url = stack.http_url
     assert _classify(url).json()["model"] == "tiny"
-    assert httpx.post(f"{url}/models/aaa/load", timeout=60).status_code == 200
+    assert httpx.post(f"{url}/models/aaa/load", headers=ADMIN, timeout=60).status_code == 200
     assert _classify(url).json()["model"] == "tiny"
     listing = httpx.get(f"{url}/models").json()
     assert listing["defaults"]["classification"] == {
@@ -135,23 +136,23 @@ def test_defaults_never_change_because_another_model_was_loaded(
     assert by_name["tiny"]["default_for"] == ["classification"]
     assert by_name["aaa"]["default_for"] == []
     # reloading the default or loading another version of another model changes nothing
-    assert httpx.post(f"{url}/models/tiny/load", timeout=60).status_code == 200
+    assert httpx.post(f"{url}/models/tiny/load", headers=ADMIN, timeout=60).status_code == 200
     assert _classify(url).json()["model"] == "tiny"
     # the default unloaded: the alphabetically first model still serving takes over
-    assert httpx.post(f"{url}/models/tiny/unload").status_code == 200
+    assert httpx.post(f"{url}/models/tiny/unload", headers=ADMIN).status_code == 200
     assert _classify(url).json()["model"] == "aaa"
-    assert httpx.post(f"{url}/models/tiny/load", timeout=60).status_code == 200
+    assert httpx.post(f"{url}/models/tiny/load", headers=ADMIN, timeout=60).status_code == 200
     assert _classify(url).json()["model"] == "aaa"
 
     # store.json names the default explicitly: it wins, and when it is not loaded the
     # error says so instead of answering with another model
     _store_json(store, {"defaults": {"classification": "tiny"}})
-    assert httpx.post(f"{url}/models/tiny/load", timeout=60).status_code == 200
+    assert httpx.post(f"{url}/models/tiny/load", headers=ADMIN, timeout=60).status_code == 200
     assert _classify(url).json()["model"] == "tiny"
     assert httpx.get(f"{url}/models").json()["defaults"]["classification"]["source"] == (
         "store.json"
     )
-    assert httpx.post(f"{url}/models/tiny/unload").status_code == 200
+    assert httpx.post(f"{url}/models/tiny/unload", headers=ADMIN).status_code == 200
     refused = _classify(url)
     assert refused.status_code == 404
     assert "default classification model 'tiny' (set in store.json)" in refused.text
@@ -162,9 +163,9 @@ def test_an_invalid_store_file_is_reported_and_the_last_good_one_kept(
     store: Path, start_stack: Any
 ) -> None:
     _store_json(store, {"defaults": {"classification": "tiny"}})
-    stack = start_stack(store)
+    stack = start_stack(store, admin_token=ADMIN_TOKEN)
     _store_json(store, {"models": {"tiny": {"version_policy": {"newest": 1}}}})
-    loaded = httpx.post(f"{stack.http_url}/models/tiny/load", timeout=60)
+    loaded = httpx.post(f"{stack.http_url}/models/tiny/load", headers=ADMIN, timeout=60)
     assert loaded.status_code == 200
     assert stack.stack.manager.config_error is not None
     assert "version_policy" in stack.stack.manager.config_error

@@ -17,8 +17,10 @@ from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
 from care_serve.grpc_gen.inference import POOL as V2_POOL
 from care_serve.grpc_gen.inference import grpc_service_pb2_grpc as v2_grpc
+from care_serve.security.tls import TlsMaterial
 from care_serve.serving.data_plane import DataPlane
 from care_serve.transports.grpc.access import AccessLogInterceptor
+from care_serve.transports.grpc.auth import AuthInterceptor
 from care_serve.transports.grpc.servicer import InferenceServicer
 from care_serve.transports.v2.grpc_servicer import SERVICE_NAME as V2_SERVICE_NAME
 from care_serve.transports.v2.grpc_servicer import V2Servicer
@@ -73,14 +75,16 @@ class _ChainedPool:
 class GrpcServer:
     """A ``grpc.aio`` server on the data plane's event loop."""
 
-    def __init__(self, data_plane: DataPlane, host: str, port: int) -> None:
+    def __init__(
+        self, data_plane: DataPlane, host: str, port: int, tls: TlsMaterial | None = None
+    ) -> None:
         settings = data_plane.settings
         # Room above the image limit, so an image too large gets the data plane's
         # INVALID_ARGUMENT naming max_image_bytes rather than gRPC's own RESOURCE_EXHAUSTED
         # (which means "retry later"); only a message over twice the limit meets the latter.
         limit = max(2 * settings.max_image_bytes, settings.max_request_bytes) + MAX_MESSAGE_OVERHEAD
         self.server = grpc.aio.server(
-            interceptors=[AccessLogInterceptor()],
+            interceptors=[AccessLogInterceptor(), AuthInterceptor(data_plane.auth)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -99,7 +103,10 @@ class GrpcServer:
         )
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = self.server.add_insecure_port(address)
+            if tls is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, tls.grpc_credentials())
         except RuntimeError:
             self.port = 0
         if self.port == 0:

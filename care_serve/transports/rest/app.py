@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from care_serve import __version__
 from care_serve.serving.data_plane import DataPlane
@@ -13,6 +14,7 @@ from care_serve.transports.rest.access import AccessLogMiddleware
 from care_serve.transports.rest.errors import install_error_handlers
 from care_serve.transports.rest.openapi import install_openapi
 from care_serve.transports.rest.routers import health, inference, models, tasks
+from care_serve.transports.rest.security import AuthMiddleware, SecurityHeadersMiddleware
 from care_serve.transports.v2 import rest as v2_rest
 from care_serve.transports.web import install_docs, install_web
 
@@ -49,5 +51,16 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
     app.include_router(v2_rest.router)
     install_web(app)
     install_openapi(app, settings)
+    # Outermost last: access log -> security headers -> CORS -> credentials -> routes.
+    app.add_middleware(AuthMiddleware, authorizer=data_plane.auth, settings=settings)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "Retry-After"],
+        )
+    app.add_middleware(SecurityHeadersMiddleware, tls=settings.tls)
     app.add_middleware(AccessLogMiddleware)
     return app

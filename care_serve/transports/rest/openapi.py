@@ -16,10 +16,22 @@ from fastapi.openapi.utils import get_openapi
 
 from care_serve.settings import Settings
 from care_serve.tasks.base import task_classes
+from care_serve.transports.rest.security import access_of
 
 __all__ = ["install_openapi"]
 
 _VALIDATION_REF = "#/components/schemas/HTTPValidationError"
+_REFUSALS = {
+    "infer": [
+        ("401", "No API key, or one the server does not know"),
+        ("429", "Rate limit exceeded (Retry-After)"),
+    ],
+    "admin": [
+        ("401", "No admin credential, or one the server does not know"),
+        ("403", "The key lacks the admin scope, or model control is off"),
+        ("429", "Rate limit exceeded (Retry-After)"),
+    ],
+}
 
 
 def _is_fastapi_validation(response: dict[str, Any]) -> bool:
@@ -50,7 +62,31 @@ def tidy_openapi(doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
     schemas = doc.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    declare_security(doc, settings)
     return doc
+
+
+def declare_security(doc: dict[str, Any], settings: Settings) -> None:
+    """Bearer credentials on the operations that need them (the docs' Authorize button)."""
+    doc.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (care-serve keys add) or the admin token.",
+        }
+    }
+    # 429 only where a rate can apply: a default rate, or keys (each may carry its own).
+    limited = settings.rate_limit is not None or settings.api_keys_file is not None
+    for path, operations in doc.get("paths", {}).items():
+        for method, operation in operations.items():
+            access = access_of(method.upper(), path, settings.metrics_open)
+            if access == "open" or (access == "infer" and settings.api_keys_file is None):
+                continue
+            operation["security"] = [{"bearer": []}]
+            responses = operation.setdefault("responses", {})
+            for code, text in _REFUSALS[access]:
+                if code != "429" or limited:
+                    responses.setdefault(code, {"description": text})
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:

@@ -97,6 +97,25 @@ def test_prometheus_scrapes_the_compose_service() -> None:
     assert job["static_configs"][0]["targets"] == ["care-serve:8000"]
 
 
+def test_the_tls_variant_mounts_its_files_and_checks_health_over_https() -> None:
+    override = load_yaml(ROOT / "docker-compose.tls.yml")["services"]
+    serve = override["care-serve"]
+    env = serve["environment"]
+    assert unknown_settings(list(env)) == []
+    (mount,) = serve["volumes"]
+    source, target, mode = mount.split(":")
+    assert mode == "ro" and source == "./secrets"
+    for name in ("CARE_SERVE_TLS_CERT", "CARE_SERVE_TLS_KEY", "CARE_SERVE_API_KEYS_FILE"):
+        assert env[name].startswith(target + "/"), name
+    check = " ".join(serve["healthcheck"]["test"])
+    assert "https://127.0.0.1:8000/health/ready" in check and target in check
+    prometheus = {v.split(":")[1]: v.split(":")[0] for v in override["prometheus"]["volumes"]}
+    config = load_yaml(ROOT / prometheus["/etc/prometheus/prometheus.yml"])
+    (job,) = config["scrape_configs"]
+    assert job["scheme"] == "https" and job["static_configs"][0]["targets"] == ["care-serve:8000"]
+    assert prometheus[job["tls_config"]["ca_file"]] == "./secrets/ca.pem"
+
+
 def _metric_names() -> set[str]:
     """The series names Prometheus sees for every metric ServingMetrics registers."""
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}

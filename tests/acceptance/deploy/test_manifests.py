@@ -98,6 +98,30 @@ def test_probes_use_the_health_endpoints() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
 
 
+def test_tls_and_api_keys_come_from_secrets_and_probes_speak_https() -> None:
+    pod = RESOURCES["Deployment/care-serve"]["spec"]["template"]["spec"]
+    container = _container()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert unknown_settings(list(env)) == []
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"tls": "care-serve-tls", "api-keys": "care-serve-api-keys"}
+    # kubernetes.io/tls Secrets hold tls.crt and tls.key
+    assert env["CARE_SERVE_TLS_CERT"] == f"{mounts['tls']}/tls.crt"
+    assert env["CARE_SERVE_TLS_KEY"] == f"{mounts['tls']}/tls.key"
+    assert env["CARE_SERVE_API_KEYS_FILE"].startswith(mounts["api-keys"] + "/")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    monitor = RESOURCES["ServiceMonitor/care-serve"]["spec"]["endpoints"][0]
+    assert monitor["scheme"] == "https"
+    assert monitor["tlsConfig"]["ca"]["secret"]["name"] == "care-serve-tls"
+    runtime = RESOURCES["ServingRuntime/care-serve"]["spec"]
+    keys_env = {e["name"]: e["value"] for e in runtime["containers"][0]["env"]}
+    runtime_mounts = {m["name"]: m["mountPath"] for m in runtime["containers"][0]["volumeMounts"]}
+    assert keys_env["CARE_SERVE_API_KEYS_FILE"].startswith(runtime_mounts["api-keys"] + "/")
+    assert runtime["volumes"][0]["secret"]["secretName"] == "care-serve-api-keys"
+
+
 def test_cpu_request_matches_the_thread_settings() -> None:
     resources = _container()["resources"]
     cpu = int(resources["requests"]["cpu"])

@@ -259,6 +259,8 @@ def test_a_request_counts_once_and_each_image_once_per_stage(served: BackgroundS
     labels = {"model": model, "version": "1", "protocol": "v2-grpc"}
 
     def sample(name: str, **extra: str) -> float:
+        if name == "care_inference_requests_total":
+            extra["key"] = ""
         return registry.get_sample_value(name, {**labels, **extra}) or 0.0
 
     requests0 = sample("care_inference_requests_total", outcome="success")
@@ -278,7 +280,7 @@ def test_refused_requests_count_with_their_outcome(served: BackgroundStack) -> N
     registry = served.stack.registry
 
     def refused(model_label: str, outcome: str) -> float:
-        labels = {"model": model_label, "protocol": "v2-rest", "outcome": outcome}
+        labels = {"model": model_label, "protocol": "v2-rest", "key": "", "outcome": outcome}
         labels["version"] = "1" if model_label else ""
         return registry.get_sample_value("care_inference_requests_total", labels) or 0.0
 

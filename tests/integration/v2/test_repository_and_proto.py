@@ -46,14 +46,15 @@ def test_rest_repository_index_load_unload_need_the_admin_token(
     admin_stack: BackgroundStack,
 ) -> None:
     url = admin_stack.http_url
-    index = httpx.post(f"{url}/v2/repository/index").json()
+    assert httpx.post(f"{url}/v2/repository/index").status_code == 401
+    index = httpx.post(f"{url}/v2/repository/index", headers=AUTH).json()
     states = {m["name"]: m["state"] for m in index}
     assert states == {
         "shapes-classifier": "READY",
         "shapes-detector": "UNAVAILABLE",
         "shapes-segmenter": "UNAVAILABLE",
     }
-    ready_only = httpx.post(f"{url}/v2/repository/index", json={"ready": True}).json()
+    ready_only = httpx.post(f"{url}/v2/repository/index", json={"ready": True}, headers=AUTH).json()
     assert [m["name"] for m in ready_only] == ["shapes-classifier"]
     r = httpx.post(f"{url}/v2/repository/models/shapes-detector/load")
     assert r.status_code == 401 and "admin token" in r.json()["error"]
@@ -67,7 +68,7 @@ def test_rest_repository_index_load_unload_need_the_admin_token(
     assert not client.is_model_ready("shapes-detector")
     r = httpx.post(f"{url}/v2/repository/models/nope/unload", headers=AUTH)
     assert r.status_code == 404 and "not loaded" in r.json()["error"]
-    r = httpx.post(f"{url}/v2/repository/index", content=b"{oops")
+    r = httpx.post(f"{url}/v2/repository/index", content=b"{oops", headers=AUTH)
     assert r.status_code == 400 and "cannot be parsed" in r.json()["error"]
     client.close()
 
@@ -76,7 +77,10 @@ def test_grpc_repository_index_load_unload_need_the_admin_token(
     admin_stack: BackgroundStack,
 ) -> None:
     client = tgrpc.InferenceServerClient(admin_stack.grpc_target)
-    names = {m.name: m.state for m in client.get_model_repository_index().models}
+    with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
+        client.get_model_repository_index()
+    index = client.get_model_repository_index(headers=GRPC_AUTH)
+    names = {m.name: m.state for m in index.models}
     assert names["shapes-classifier"] == "READY"
     with pytest.raises(InferenceServerException) as info:
         client.load_model("shapes-segmenter")

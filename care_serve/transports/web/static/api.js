@@ -27,10 +27,15 @@ async function failure(response) {
   return new ApiError(response.status, type, message);
 }
 
+/** The API key the page sends with every call (empty: none); kept in this tab only. */
+export const credentials = { apiKey: "" };
+
 async function call(path, options = {}) {
   let response;
+  const headers = { ...(options.headers || {}) };
+  if (credentials.apiKey && !headers.Authorization) headers.Authorization = `Bearer ${credentials.apiKey}`;
   try {
-    response = await fetch(path, options);
+    response = await fetch(path, { ...options, headers });
   } catch (err) {
     throw new ApiError(0, "NetworkError", `the server did not answer (${err.message})`);
   }

@@ -1,6 +1,6 @@
 // The page's entry point: model choice, the image, running a request and drawing its answer.
 
-import { ENDPOINTS, infer, listModels, listTasks } from "./api.js";
+import { ENDPOINTS, credentials, infer, listModels, listTasks } from "./api.js";
 import { hideError, showError } from "./feedback.js";
 import { setupImageInput } from "./image_input.js";
 import { renderModels } from "./models_panel.js";
@@ -69,16 +69,26 @@ function showTaskFields() {
   for (const field of document.querySelectorAll("[data-task]")) field.hidden = field.dataset.task !== task;
 }
 
+/** A 401 means the server wants an API key: show the key field and say so. */
+function askForKey(err) {
+  if (err.status !== 401) return;
+  $("api-key-field").hidden = false;
+  $("api-key").focus();
+}
+
 async function refreshModels() {
   try {
     TASKS = (await listTasks()).map((t) => t.name);
     const models = await listModels();
+    hideError("models-error");
     fillModelSelect(models);
     renderModels(models, refreshModels);
+    document.body.dataset.models = "listed"; // tests wait for this
   } catch (err) {
     showError("models-error", err);
+    askForKey(err);
+    document.body.dataset.models = "failed";
   }
-  document.body.dataset.models = "listed"; // tests wait for this
 }
 
 // ------------------------------------------------------------------ running
@@ -115,6 +125,7 @@ async function run() {
     $("result-body").hidden = true;
     $("status").textContent = "The request failed.";
     showError("error", err);
+    askForKey(err);
     $("result").dataset.state = "error";
   } finally {
     if (run === state.runs) $("result").removeAttribute("aria-busy");
@@ -189,6 +200,14 @@ function wire() {
     setMaskOpacity(opacity());
   });
   $("refresh-models").addEventListener("click", refreshModels);
+  $("api-key").addEventListener("change", () => {
+    credentials.apiKey = $("api-key").value.trim();
+    sessionStorage.setItem("care-serve-api-key", credentials.apiKey);
+    refreshModels();
+  });
+  credentials.apiKey = sessionStorage.getItem("care-serve-api-key") || "";
+  $("api-key").value = credentials.apiKey;
+  if (credentials.apiKey) $("api-key-field").hidden = false;
   setupImageInput(setImage);
 }
 

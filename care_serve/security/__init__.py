@@ -1,0 +1,1 @@
+"""Credentials and transport security: API key files, TLS files, rate limits."""
