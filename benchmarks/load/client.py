@@ -36,9 +36,11 @@ from benchmarks import processes
 from benchmarks.procfs import process_cpu_seconds
 
 __all__ = [
+    "ClientSecurity",
     "EngineResult",
     "LevelResult",
     "RawHttpClient",
+    "closed_loop",
     "make_jpeg",
     "measure_engine",
     "process_cpu_seconds",
@@ -49,6 +51,22 @@ MAX_CONCURRENCY = 256
 OWN_PROTOCOLS = ("rest", "grpc")
 V2_PROTOCOLS = ("v2-rest", "v2-grpc")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """How the load clients reach a TLS and/or key-checking server."""
+
+    ca_file: Path | None = None  # trust this CA: TLS on both ports
+    api_key: str | None = None  # sent as 'Authorization: Bearer <key>'
+
+    def ssl_context(self) -> Any:
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
+
+    def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
 
 
 @dataclass
@@ -174,9 +192,10 @@ def measure_engine(
     )
 
 
-async def _closed_loop(
+async def closed_loop(
     call: Callable[[], Awaitable[bool]], result: LevelResult, duration: float
 ) -> None:
+    """``result.concurrency`` clients calling ``call`` back to back for ``duration`` s."""
     loop = asyncio.get_running_loop()
     end = loop.time() + duration
 
@@ -202,21 +221,33 @@ class RawHttpClient:
     response bodies (``benchmarks/peers`` also loads other servers with it).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, security: ClientSecurity | None = None) -> None:
         from urllib.parse import urlparse
 
         parsed = urlparse(url)
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self._ssl = security.ssl_context() if security else None
+        key = security.api_key if security else None
+        self._extra = f"Authorization: Bearer {key}\r\n" if key else ""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, content_type: str) -> int:
+        return await self.request("POST", path, body, content_type)
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", content_type: str | None = None
+    ) -> int:
+        """Send one request on the kept-alive connection; its status (the body is read)."""
         if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            self._reader, self._writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self._ssl
+            )
         assert self._reader is not None
+        kind = f"Content-Type: {content_type}\r\n" if content_type else ""
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self._extra}"
+            f"{kind}Content-Length: {len(body)}\r\n\r\n"
         )
         self._writer.write(head.encode() + body)
         status_line = await self._reader.readline()
@@ -262,23 +293,27 @@ async def run_level(
     url: str,
     grpc_target: str,
     server_pid: int | None = None,
+    security: ClientSecurity | None = None,
 ) -> LevelResult:
     """One closed-loop level over ``protocol`` (rest, grpc, v2-rest or v2-grpc).
 
-    With ``server_pid`` the server's CPU time over the level is recorded too.
+    With ``server_pid`` the server's CPU time over the level is recorded too;
+    ``security`` (rest and grpc only) adds TLS and an API key.
     """
     result = LevelResult(protocol, concurrency)
 
     async def measured(call: Callable[[], Awaitable[bool]]) -> None:
         server0 = process_cpu_seconds(server_pid) if server_pid else None
         client0 = time.process_time()
-        await _closed_loop(call, result, duration)
+        await closed_loop(call, result, duration)
         result.client_cpu_s = time.process_time() - client0
         server1 = process_cpu_seconds(server_pid) if server_pid else None
         if server0 is not None and server1 is not None:
             result.server_cpu_s = server1 - server0
 
     if protocol in V2_PROTOCOLS:
+        if security is not None:
+            raise ValueError("TLS and API keys are measured over rest and grpc only")
         call, close = _v2_call(protocol, concurrency, jpeg, model, url, grpc_target)
         try:
             await call()  # connection warm-up
@@ -287,7 +322,7 @@ async def run_level(
             await close()
         return result
     if protocol == "rest":
-        clients = [RawHttpClient(url) for _ in range(concurrency)]
+        clients = [RawHttpClient(url, security) for _ in range(concurrency)]
         path = f"/classify?model={model}&top_k=5"
         pool: asyncio.Queue[RawHttpClient] = asyncio.Queue()
         for client in clients:
@@ -310,13 +345,19 @@ async def run_level(
     from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
     from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
 
-    async with grpc.aio.insecure_channel(grpc_target) as channel:
+    if security is not None and security.ca_file is not None:
+        credentials = grpc.ssl_channel_credentials(security.ca_file.read_bytes())
+        channel = grpc.aio.secure_channel(grpc_target, credentials)
+    else:
+        channel = grpc.aio.insecure_channel(grpc_target)
+    metadata = security.grpc_metadata() if security else ()
+    async with channel:
         stub = pb_grpc.InferenceServiceStub(channel)
         request = pb.ClassifyRequest(model=model, image=jpeg, top_k=5)
 
         async def grpc_call() -> bool:
             try:
-                await stub.Classify(request, timeout=60)
+                await stub.Classify(request, timeout=60, metadata=metadata)
                 return True
             except grpc.aio.AioRpcError:
                 return False
@@ -426,12 +467,20 @@ def build_bench_store(root: Path, arch: str = "care_s0", size: int = 224) -> Pat
 class ServerProcess(processes.ServerProcess):
     """``care-serve serve`` in a subprocess on free loopback ports (its own process group)."""
 
-    def __init__(self, store: Path, model: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        store: Path,
+        model: str,
+        extra_env: dict[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+        ca_file: Path | None = None,
+    ) -> None:
         self.http_port, self.grpc_port = free_port(), free_port()
+        self.ca_file = ca_file  # the server speaks TLS; clients trust this CA
         argv = [
             sys.executable, "-m", "care_serve", "serve", "--model-store", str(store),
             "--models", model, "--host", "127.0.0.1", "--http-port", str(self.http_port),
-            "--grpc-port", str(self.grpc_port), "--log-level", "warning",
+            "--grpc-port", str(self.grpc_port), "--log-level", "warning", *extra_args,
         ]  # fmt: skip
         handle, log = tempfile.mkstemp(prefix="care-serve-", suffix=".log")
         os.close(handle)
@@ -439,7 +488,7 @@ class ServerProcess(processes.ServerProcess):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.http_port}"
 
     @property
     def grpc_target(self) -> str:
@@ -453,7 +502,9 @@ class ServerProcess(processes.ServerProcess):
             if not self.alive():
                 raise RuntimeError(f"the server exited during start-up:\n{self.output()}")
             try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                verify = ClientSecurity(self.ca_file).ssl_context() or True
+                ready = httpx.get(f"{self.url}/health/ready", timeout=1, verify=verify)
+                if ready.status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
