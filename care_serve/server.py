@@ -70,6 +70,18 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def report_level(line: str) -> tuple[int, str, str]:
+    """``(level, "%s", message)`` to log a start-up report line with.
+
+    A line starting with ``WARNING`` says its level itself: the log line already does, so
+    the word goes (``WARNING care_serve: the default ...``, not ``WARNING ...: WARNING``).
+    """
+    if line.startswith("WARNING "):
+        return logging.WARNING, "%s", line.removeprefix("WARNING ")
+    warn = line.startswith(("FAILED", "no models"))
+    return (logging.WARNING if warn else logging.INFO), "%s", line
+
+
 class ServingStack:
     """The whole service; ``await start()`` then ``await stop()`` (or ``serve_forever``)."""
 
@@ -88,6 +100,8 @@ class ServingStack:
         self._http: _UvicornServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._grpc: GrpcServer | None = None
+        self._health_syncs: set[asyncio.Task[None]] = set()  # kept until done (weak refs)
+        self.manager.on_change.append(self._sync_grpc_health)
         self.watcher: StoreWatcher | None = None
         self.tls: TlsMaterial | None = None
 
@@ -100,8 +114,8 @@ class ServingStack:
                 self.tls = TlsMaterial(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
             except TlsError as exc:
                 raise ConfigurationError(str(exc)) from None
-        if not self.repository.exists():
-            log.warning("model store %s does not exist: serving no models", self.repository.root)
+        # A store without a model, or a --models entry it lacks, is refused before any port.
+        self.manager.check_store()
         # Both ports first: a port in use is refused before minutes of model loading.
         sock = _bind(self.settings.host, self.settings.http_port)
         if self.settings.enable_grpc:
@@ -114,8 +128,7 @@ class ServingStack:
                 raise
         self.startup_report = await self.manager.start()
         for line in self.startup_report:
-            warn = line.startswith(("FAILED", "WARNING", "no models"))
-            (log.warning if warn else log.info)("%s", line)
+            log.log(*report_level(line))
         if self.settings.model_control == "poll":
             self.watcher = StoreWatcher(self.manager, self.settings.repository_poll_s)
             self.watcher.start()
@@ -143,7 +156,7 @@ class ServingStack:
             await asyncio.sleep(0.01)
         if self._grpc is not None:
             await self._grpc.start()
-            await self._grpc.set_serving(True)
+            await self._grpc.set_serving(self.data_plane.ready())
             self.grpc_port = self._grpc.port
         log.info(
             "care-serve ready: REST %s://%s:%d, gRPC %s%s",
@@ -155,6 +168,21 @@ class ServingStack:
             if self.tls
             else "",
         )
+
+    def _sync_grpc_health(self) -> None:
+        """gRPC health follows readiness (the manager calls this when what serves changes)."""
+        grpc_server = self._grpc
+        if grpc_server is None or self.data_plane.draining:
+            return
+
+        async def sync() -> None:
+            # Read when it runs, so the last of several quick changes wins.
+            if not self.data_plane.draining:
+                await grpc_server.set_serving(self.data_plane.ready())
+
+        task = asyncio.get_running_loop().create_task(sync())
+        self._health_syncs.add(task)
+        task.add_done_callback(self._health_syncs.discard)
 
     def reload_tls(self) -> bool:
         """Re-read the TLS files (SIGHUP); on a bad file, log it and keep the old ones."""
@@ -188,9 +216,10 @@ class ServingStack:
             await asyncio.sleep(0.01)
         if self.data_plane.inflight:
             log.warning(
-                "grace period of %.1f s over: answering %d requests still running with 503",
+                "grace period of %.1f s over: answering %d %s still running with 503",
                 grace,
                 self.data_plane.inflight,
+                "request" if self.data_plane.inflight == 1 else "requests",
             )
         self.data_plane.abort_inflight()
         for result in await stopping:

@@ -17,7 +17,14 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "cpu_count", "default_model_store"]
+__all__ = [
+    "Settings",
+    "cpu_count",
+    "decodable_formats",
+    "default_image_formats",
+    "default_model_store",
+    "register_image_plugins",
+]
 
 
 def default_model_store() -> Path:
@@ -35,7 +42,42 @@ def cpu_count() -> int:
 
 
 # Common spellings of image formats, as Pillow names them.
-FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
+FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}
+# What allowed_image_formats accepts by default: those of them this Pillow decodes.
+DEFAULT_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "HEIF", "AVIF")
+
+
+_plugins_registered = False
+
+
+def register_image_plugins() -> None:
+    """Teach Pillow the decoders of optional packages, once: HEIF/HEIC from ``pillow-heif``
+    (AVIF is Pillow's own when it was built with libavif)."""
+    global _plugins_registered
+    if _plugins_registered:
+        return
+    _plugins_registered = True
+    try:
+        import pillow_heif
+    except ImportError:  # pragma: no cover - a platform without the wheel
+        return
+    pillow_heif.register_heif_opener()
+
+
+def decodable_formats() -> set[str]:
+    """The image formats (Pillow's names) this Pillow can open, optional plugins included."""
+    from PIL import Image
+
+    register_image_plugins()
+    Image.init()
+    return set(Image.OPEN)
+
+
+def default_image_formats() -> list[str]:
+    """``DEFAULT_IMAGE_FORMATS`` less those this platform cannot decode (e.g. no HEIF
+    decoder): the default never stops the start; naming a missing format does."""
+    available = decodable_formats()
+    return [name for name in DEFAULT_IMAGE_FORMATS if name in available]
 
 
 class Settings(BaseSettings):
@@ -51,6 +93,11 @@ class Settings(BaseSettings):
         default_factory=lambda: ["*"],
         description="Models to load at start-up (comma-separated; '*' = every model in the "
         "store, newest version; 'name:version' pins a version; empty = none).",
+    )
+    allow_empty_store: bool = Field(
+        default=False,
+        description="Start even when the model store does not exist or holds no model (it is "
+        "refused otherwise); the server is then not ready until a model serves.",
     )
     model_control: Literal["explicit", "poll"] = Field(
         default="explicit",
@@ -152,9 +199,10 @@ class Settings(BaseSettings):
         default=40_000_000, ge=1, description="Largest accepted image width x height (bomb guard)."
     )
     allowed_image_formats: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"],
-        description="Pillow formats accepted (comma-separated; JPG and TIF are JPEG and TIFF). "
-        "Each must be one this Pillow decodes: checked at start.",
+        default_factory=default_image_formats,
+        description="Pillow formats accepted (comma-separated; JPG, TIF and HEIC are JPEG, TIFF "
+        "and HEIF). Each must be one this Pillow decodes: checked at start. The default leaves "
+        "out HEIF and AVIF where they cannot be decoded.",
     )
     reduced_decode: bool = Field(
         default=True,
@@ -272,15 +320,13 @@ class Settings(BaseSettings):
     @classmethod
     def _decodable(cls, value: list[str]) -> list[str]:
         """Pillow's names (``JPG`` is ``JPEG``), each one this Pillow can decode."""
-        from PIL import Image
-
-        Image.init()
+        available = decodable_formats()
         names = [FORMAT_ALIASES.get(v.upper(), v.upper()) for v in value]
-        unknown = [n for n in names if n not in Image.OPEN]
+        unknown = [n for n in names if n not in available]
         if unknown:
             raise ValueError(
                 f"{', '.join(unknown)} cannot be decoded here; the formats this Pillow "
-                f"decodes: {', '.join(sorted(Image.OPEN))}"
+                f"decodes: {', '.join(sorted(available))}"
             )
         return list(dict.fromkeys(names))
 

@@ -28,5 +28,5 @@ find "$site" -depth -type d -empty -delete
 
 "$py" -m compileall -q -j 0 "$site" >/dev/null
 # What serving imports, and an ONNX Runtime session (needs the runtime the pruning kept).
-"$py" -c 'import care_serve.cli, grpc, PIL.Image, onnxruntime as ort; ort.SessionOptions()'
+"$py" -c 'import care_serve.cli, grpc, PIL.Image, pillow_heif, onnxruntime as ort; ort.SessionOptions()'
 

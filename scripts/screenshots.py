@@ -3,7 +3,9 @@
 Run ``.venv/bin/python scripts/screenshots.py`` (needs Debian's ``chromium`` and the
 ``dev`` extra's Playwright, as the browser tests do). It starts the bundled model
 store on ephemeral loopback ports, sends one synthetic scene per task through
-the page and saves ``docs/screenshots/<task>-<desktop|phone>.png``.
+the page and saves ``docs/screenshots/<task>-<desktop|phone>.png``; then a real photo
+(``examples/photos/cat.jpg``) to the classifier, which knows only shapes, saved as
+``photo-<desktop|phone>.png``: the domain notice and the "uncertain" warning.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tests.helpers.stacks import serving_stack  # noqa: E402
 OUT = ROOT / "docs" / "screenshots"
 #: (task, scene index) chosen to show each task's picture well.
 SCENES = {"classification": 3, "detection": 10, "segmentation": 2}
+PHOTO = ROOT / "examples" / "photos" / "cat.jpg"
 #: The detection shot moves the score slider here (the page filters without a new request).
 DETECTION_SCORE = "0.45"
 #: The whole page on a desktop; on a phone, the page from the top to the end of the result.
@@ -37,17 +40,16 @@ def main() -> int:
             page = browser.new_page(viewport=viewport, device_scale_factor=scale)
             page.goto(stack.http_url + "/")
             page.wait_for_selector("body[data-models='listed']")
-            for task, index in SCENES.items():
+            shots = [
+                (task, task, f"{task}-scene.png", "image/png", scene_png(task, index))
+                for task, index in SCENES.items()
+            ]
+            shots.append(("photo", "classification", PHOTO.name, "image/jpeg", PHOTO.read_bytes()))
+            for shot, task, name, mime, data in shots:
                 page.select_option("#model-select", f"{task}|")
+                page.evaluate("document.getElementById('result').dataset.state = ''")
                 page.set_input_files(
-                    "#file-input",
-                    files=[
-                        {
-                            "name": f"{task}-scene.png",
-                            "mimeType": "image/png",
-                            "buffer": scene_png(task, index),
-                        }
-                    ],
+                    "#file-input", files=[{"name": name, "mimeType": mime, "buffer": data}]
                 )
                 page.wait_for_selector("#result[data-state='done']")
                 if task == "detection":
@@ -57,7 +59,7 @@ def main() -> int:
                         DETECTION_SCORE,
                     )
                 page.evaluate("document.activeElement.blur()")
-                path = OUT / f"{task}-{view}.png"
+                path = OUT / f"{shot}-{view}.png"
                 if view == "phone":
                     box = page.locator("#result").bounding_box()
                     assert box is not None

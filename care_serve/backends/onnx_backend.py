@@ -16,8 +16,11 @@ __all__ = ["OnnxBackend", "make_session"]
 def make_session(path: Path, threads: int, allow_spinning: bool = False) -> Any:
     """An ``InferenceSession`` with the tuned options of ``care_serve.backends.onnx_session``.
 
-    Spinning is off by default: idle intra-op threads sleep instead of busy-waiting,
-    which leaves the cores to image decoding (see ``docs/performance.md``).
+    Without ``allow_spinning``, idle intra-op threads sleep instead of busy-waiting, which
+    leaves the cores to image decoding (see ``docs/performance.md``). The server's setting
+    ``onnx_allow_spinning`` is ``auto`` by default: a second session of each model, made
+    with ``allow_spinning``, serves requests alone in the server while it measures faster
+    (``care_serve.backends.adaptive_spinning``).
     """
     from care_serve.backends.onnx_session import create_onnx_session
 
@@ -35,7 +38,7 @@ class OnnxBackend:
             self._session = make_session(path, threads, allow_spinning)
         except Exception as exc:
             raise ModelStoreError(f"{path}: onnxruntime cannot load the model ({exc})") from exc
-        self.name = f"onnxruntime ({threads} threads)"
+        self.name = f"onnxruntime ({threads} thread{'' if threads == 1 else 's'})"
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise ModelStoreError(f"{path}: expected one input, the model has {len(inputs)}")

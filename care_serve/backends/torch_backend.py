@@ -75,7 +75,7 @@ class TorchBackend:
             self._model: Any = builder(manifest, package_dir / manifest.weights).eval()
         except (CheckpointError, ValueError) as exc:
             raise ModelStoreError(f"{package_dir}: cannot build the model: {exc}") from exc
-        self.name = f"pytorch ({threads} threads)"
+        self.name = f"pytorch ({threads} thread{'' if threads == 1 else 's'})"
         self.output_names = list(manifest.outputs)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:

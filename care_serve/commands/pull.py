@@ -10,6 +10,12 @@ the hub repo, file and the commit it was downloaded at (``model_card.hub``),
 and the paper's accuracy. ``--sha256`` checks the downloaded file before
 anything is imported. ``HF_ENDPOINT`` points the download at another hub (the
 tests use a fake one).
+
+A hub that cannot be reached fails in seconds, not after huggingface_hub's
+minute of retries: one HEAD with a short connect timeout comes first, and when
+it gets no answer the file is taken from the cache if it was pulled before, or
+the command stops with one line naming the file's URL and the ``care-serve
+import`` command for a copy downloaded elsewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,6 +36,8 @@ PAPER = (
     "Dual Interaction, CVPR 2025, arXiv:2411.16170"
 )
 OFFICIAL_LICENSE = "MIT"  # the licence the authors publish their code and weights under
+# Seconds to wait for a connection to the hub before calling it unreachable.
+CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -111,13 +120,96 @@ def official_weights(variant: str) -> OfficialWeights:
         ) from None
 
 
-def download(filename: str, revision: str | None, offline: bool) -> Path:
-    """``filename`` of ``HUB_REPO`` in the local cache (downloaded unless offline)."""
-    from huggingface_hub import hf_hub_download
+class HubUnreachable(ValueError):
+    """The hub gave no answer at all (no connection, DNS, proxy, TLS or a timeout)."""
+
+
+def probe_timeout() -> Any:
+    """The probe's timeout: connect within ``CONNECT_TIMEOUT_S``, answer within the etag timeout.
+
+    huggingface_hub's client is httpx2 here (``timeout=None`` on the client); with another
+    http backend a plain number bounds every phase.
+    """
+    from huggingface_hub import constants
+
+    answer = float(constants.HF_HUB_ETAG_TIMEOUT)
+    connect = min(CONNECT_TIMEOUT_S, answer)
+    try:
+        import httpx2
+    except ImportError:  # pragma: no cover - an older huggingface_hub
+        return connect
+    return httpx2.Timeout(answer, connect=connect)
+
+
+def probe_hub(url: str) -> None:
+    """One HEAD on ``url``, no retries; ``HubUnreachable`` when no answer comes back.
+
+    Any HTTP answer (a 404 too) means the hub is there: ``hf_hub_download`` then asks again
+    and reports what it says. Without this, ``hf_hub_download`` retries an unanswered HEAD
+    with backoff (1 + 2 + 4 + 8 + 8 s, a warning line each) before giving up.
+    """
+    from huggingface_hub import get_hf_file_metadata
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(url, timeout=probe_timeout())
+    except HfHubHTTPError:
+        return
+    except Exception as exc:  # the http backend's transport errors: no answer from the hub
+        raise HubUnreachable(str(exc) or type(exc).__name__) from exc
+
+
+def import_hint(args: argparse.Namespace) -> str:
+    """The ``care-serve import`` command that packages a copy downloaded elsewhere as pull would."""
+    words = ["care-serve import FILE", f"--arch {args.variant}", f"--name {package_name(args)}"]
+    if args.version != 1:
+        words.append(f"--version {args.version}")
+    if args.model_store != "model_store":
+        words.append(f"--model-store {args.model_store}")
+    if args.format != "onnx":
+        words.append(f"--format {args.format}")
+    if args.input_size is not None and tuple(args.input_size) != (224, 224):
+        words.append("--input-size {}x{}".format(*args.input_size))
+    return " ".join(words)
+
+
+def package_name(args: argparse.Namespace) -> str:
+    """``--name``, or the variant with dashes (care_s0 -> care-s0)."""
+    return str(args.name or args.variant.replace("_", "-"))
+
+
+def download(filename: str, revision: str | None, offline: bool, hint: str = "") -> Path:
+    """``filename`` of ``HUB_REPO`` in the local cache (downloaded unless offline).
+
+    ``hint`` is the ``care-serve import`` command quoted when the hub cannot be reached.
+    """
+    from huggingface_hub import constants, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     offline = offline or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
     where = f"{HUB_REPO}/{filename} at revision {revision or 'main'}"
+    if not offline:
+        url = hf_hub_url(HUB_REPO, filename, revision=revision)
+        try:
+            probe_hub(url)
+        except HubUnreachable as exc:
+            try:  # pulled before: the cache has it, as hf_hub_download would find it
+                cached = Path(
+                    hf_hub_download(HUB_REPO, filename, revision=revision, local_files_only=True)
+                )
+            except LocalEntryNotFoundError:
+                raise HubUnreachable(
+                    f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({exc}) and "
+                    f"{where} is not in the Hugging Face cache; download {url} on a machine "
+                    f"that can and import the file with: {hint or 'care-serve import FILE'}"
+                ) from exc
+            print(
+                f"the Hugging Face Hub at {constants.ENDPOINT} cannot be reached ({exc}); "
+                f"using the cached {where}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return cached
     try:
         return Path(
             hf_hub_download(HUB_REPO, filename, revision=revision, local_files_only=offline)
@@ -174,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
 
     weights = official_weights(args.variant)
     filename = args.filename or weights.filename
-    path = download(filename, args.revision, args.offline)
+    path = download(filename, args.revision, args.offline, import_hint(args))
     commit = cached_commit(path, filename)
     print(f"checkpoint {path} (hub commit {commit})", flush=True)
     if args.sha256 is not None:
@@ -183,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     options = ImportOptions(
         checkpoint=path,
         arch=args.variant,
-        name=args.name or args.variant.replace("_", "-"),
+        name=package_name(args),
         version=args.version,
         model_store=Path(args.model_store),
         labels="imagenet",

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from care_serve.errors import CareServeError, InvalidInput, PayloadTooLarge
+from care_serve.settings import register_image_plugins
 
 __all__ = [
     "DecodedImage",
@@ -48,7 +49,9 @@ T = TypeVar("T")
 
 
 def configure_pillow(max_image_pixels: int) -> None:
-    """Set Pillow's own decompression-bomb guard (a second line behind ``probe_image``)."""
+    """Register the optional decoders (HEIF/HEIC) and set Pillow's own decompression-bomb
+    guard (a second line behind ``probe_image``)."""
+    register_image_plugins()
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     Image.MAX_IMAGE_PIXELS = max_image_pixels
     # probe_image enforces the exact limit itself; Pillow's warnings would only be noise.
@@ -161,6 +164,11 @@ def probe_image(
         image = Image.open(io.BytesIO(data), formats=formats)
     except UnidentifiedImageError:
         accepted = ", ".join(formats) if formats else "any format Pillow reads"
+        seen = _format_of(data) if formats else None
+        if seen is not None:
+            raise InvalidInput(
+                f"{seen} images are not accepted here (accepted: {accepted}; allowed_image_formats)"
+            ) from None
         raise InvalidInput(
             f"the data is not an image in an accepted format (accepted: {accepted})"
         ) from None
@@ -187,6 +195,15 @@ def probe_image(
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
     return ImageProbe(image=image, format=fmt, mode=image.mode, width=width, height=height)
+
+
+def _format_of(data: bytes) -> str | None:
+    """The format Pillow recognises ``data`` as, allowed or not (header only; None if none)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format
+    except Exception:  # untrusted bytes: any failure means "not recognised"
+        return None
 
 
 def _reduce(image: Image.Image, reduce_to: tuple[int, int], transposed: bool) -> None:

@@ -88,8 +88,9 @@ def current_key() -> str:
     return (info.key or "") if info is not None else ""
 
 
-def note_model(name: str, version: int) -> None:
-    """Record the model and version serving the current request (the data plane's hook)."""
+def note_model(name: str, version: int | None) -> None:
+    """Record the model and version of the current request (the data plane's hook): the ones
+    serving it, or the ones a load or unload names (no version: it named none)."""
     info = _current.get()
     if info is not None:
         info.model, info.version = name, version

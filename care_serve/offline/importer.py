@@ -198,6 +198,7 @@ def import_checkpoint(options: ImportOptions, progress: Progress | None = None) 
             model_card=ModelCard(
                 description=options.description or _description(options, out_width, ckpt.name),
                 source=options.source or str(ckpt.resolve()),
+                domain=_domain(options, out_width),
                 source_sha256=digest,
                 hub=options.hub,
                 metrics=dict(options.metrics),
@@ -210,6 +211,15 @@ def import_checkpoint(options: ImportOptions, progress: Progress | None = None) 
             options.model_store, manifest, weights, labels, overwrite=options.overwrite
         )
     return ImportResult(path=path, num_classes=out_width, rel_error=notes.get("rel_error"))
+
+
+def _domain(options: ImportOptions, width: int) -> str:
+    """What a checkpoint knows, when it can be told from its shape (ImageNet-1k heads)."""
+    if options.task == "classification" and width == 1000 and options.labels in (None, "imagenet"):
+        return "photos of everyday scenes and objects: the 1000 ImageNet-1k classes"
+    if options.task == "embedding":
+        return "photos: features learnt on ImageNet-1k"
+    return ""
 
 
 def _description(options: ImportOptions, width: int, source: str) -> str:

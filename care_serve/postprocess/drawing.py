@@ -24,10 +24,15 @@ from PIL import Image, ImageDraw, ImageFont
 
 __all__ = [
     "LegendEntry",
+    "Rect",
+    "caption_layout",
+    "contrast_ratio",
     "detection_palette",
     "draw_boxes",
     "encode_png",
     "font_size_for",
+    "relative_luminance",
+    "render_caption",
     "text_colour",
     "with_legend",
 ]
@@ -57,21 +62,137 @@ def font_size_for(width: int, height: int) -> int:
     return int(np.clip(round(min(width, height) / 28), 12, 28))
 
 
-def text_colour(colour: Sequence[int]) -> tuple[int, int, int]:
-    """Black or white, whichever reads better on ``colour`` (WCAG relative luminance)."""
+def relative_luminance(colour: Sequence[int]) -> float:
+    """WCAG 2 relative luminance of an sRGB colour (0 black .. 1 white)."""
 
     def linear(c: float) -> float:
         c /= 255.0
         return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
 
     r, g, b = (linear(float(c)) for c in colour[:3])
-    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
-    # contrast with white (1.05 / (L + 0.05)) against contrast with black ((L + 0.05) / 0.05)
-    return (255, 255, 255) if 1.05 / (luminance + 0.05) >= (luminance + 0.05) / 0.05 else (0, 0, 0)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast_ratio(a: Sequence[int], b: Sequence[int]) -> float:
+    """WCAG 2 contrast ratio of two colours, 1 to 21 (4.5 is the minimum for body text)."""
+    la, lb = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def text_colour(colour: Sequence[int]) -> tuple[int, int, int]:
+    """Black or white, whichever contrasts more with ``colour``: at least 4.58 (WCAG AA)."""
+    white, black = (255, 255, 255), (0, 0, 0)
+    return white if contrast_ratio(white, colour) >= contrast_ratio(black, colour) else black
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size)
+
+
+#: a caption's place: ``(left, top, right, bottom)`` in pixels, right and bottom exclusive.
+Rect = tuple[int, int, int, int]
+#: the smallest caption text; a caption that does not fit the image even so is shortened.
+MIN_CAPTION_SIZE = 8
+
+
+@dataclass(frozen=True)
+class _CaptionShape:
+    text: str
+    size: int
+    width: int
+    height: int
+    pad: int
+    left: int  # the text's left bearing (textbbox's left)
+
+
+def _caption_shape(text: str, size: int) -> _CaptionShape:
+    """The caption tile of ``text`` at ``size``: text width plus padding, one line high."""
+    font = _font(size)
+    pad = max(2, size // 6)
+    if isinstance(font, ImageFont.FreeTypeFont):
+        ascent, descent = font.getmetrics()
+        line = ascent + descent
+    else:  # pragma: no cover - Pillow without FreeType
+        line = round(font.getbbox("Ag")[3])
+    left, _, right, _ = (round(v) for v in font.getbbox(text or " "))
+    return _CaptionShape(text, size, right - left + 2 * pad, line + 2 * pad, pad, left)
+
+
+def _fit_caption(text: str, size: int, width: int, height: int) -> _CaptionShape | None:
+    """``text`` at ``size``, smaller (down to ``MIN_CAPTION_SIZE``) then shortened ("..")
+    until its tile fits a ``width`` x ``height`` image; None when nothing fits."""
+    shape = _caption_shape(text, size)
+    while (shape.width > width or shape.height > height) and shape.size > MIN_CAPTION_SIZE:
+        shape = _caption_shape(text, shape.size - 1)
+    kept = len(text)
+    while shape.width > width and kept > 1:
+        kept -= 1
+        shape = _caption_shape(text[:kept].rstrip() + "..", shape.size)
+    if shape.width > width or shape.height > height:
+        return None
+    return shape
+
+
+def render_caption(text: str, colour: Sequence[int], size: int) -> Image.Image:
+    """The caption tile: ``text`` in black or white (for contrast) on ``colour``."""
+    shape = _caption_shape(text, size)
+    fill = tuple(int(c) for c in colour[:3])
+    tile = Image.new("RGB", (shape.width, shape.height), fill)
+    ImageDraw.Draw(tile).text(
+        (shape.pad - shape.left, shape.pad), text, fill=text_colour(fill), font=_font(size)
+    )
+    return tile
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _candidates(box: Sequence[float], w: int, h: int, width: int, height: int) -> list[Rect]:
+    """Places for a ``w`` x ``h`` caption of ``box``, best first, each inside the image.
+
+    Above the box at its left edge, else inside it at the top (a box touching the top edge),
+    below it, inside at the bottom; then a line further down or up from the first, and so
+    on. Every place is shifted (left, down, up) as far as needed to lie inside the image.
+    """
+    x1, y1, _, y2 = (round(float(v)) for v in box)
+    x = min(max(x1, 0), width - w)
+
+    def at(y: int) -> Rect:
+        y = min(max(y, 0), height - h)
+        return (x, y, x + w, y + h)
+
+    places = [at(y1 - h), at(y1), at(y2), at(y2 - h)]
+    first = places[0][1]
+    for k in range(1, height // h + 1):
+        places += [at(first + k * h), at(first - k * h)]
+    return list(dict.fromkeys(places))
+
+
+def caption_layout(
+    size: tuple[int, int], boxes: Sequence[Sequence[float]], captions: Sequence[str]
+) -> list[tuple[str, int, Rect] | None]:
+    """Where each caption goes: ``(text, font size, rect)``, or None when none fits at all.
+
+    Every rect lies inside the ``size`` (width, height) image; the text is the caption, or
+    shortened when even the smallest text is wider than the image. Captions are placed in
+    the order given (best first), each at the first candidate place (``_candidates``) that
+    overlaps no caption placed before, else at its first place.
+    """
+    width, height = size
+    font_size = font_size_for(width, height)
+    placed: list[Rect] = []
+    layout: list[tuple[str, int, Rect] | None] = []
+    for box, caption in zip(boxes, captions, strict=True):
+        shape = _fit_caption(caption, font_size, width, height)
+        if shape is None:
+            layout.append(None)
+            continue
+        places = _candidates(box, shape.width, shape.height, width, height)
+        rect = next((p for p in places if not any(_overlaps(p, q) for q in placed)), places[0])
+        placed.append(rect)
+        layout.append((shape.text, shape.size, rect))
+    return layout
 
 
 def draw_boxes(
@@ -83,8 +204,9 @@ def draw_boxes(
     """A copy of ``image`` (RGB) with each box outlined and captioned in its colour.
 
     ``boxes`` are ``[x1, y1, x2, y2]`` in the image's pixels (continuous
-    coordinates); drawn lowest score first when given best first, so the best
-    box and its caption end up on top.
+    coordinates), given best first. The outlines are drawn first, then the captions
+    (``caption_layout``: inside the image, apart where it can, on a tile of the box's
+    colour with black or white text), lowest score first, so the best ends up on top.
     """
     if not len(boxes) == len(captions) == len(colours):
         raise ValueError(
@@ -94,22 +216,18 @@ def draw_boxes(
     draw = ImageDraw.Draw(out)
     width, height = out.size
     line = max(2, round(min(width, height) / 160))
-    size = font_size_for(width, height)
-    font = _font(size)
-    pad = max(2, size // 6)
-    for box, caption, colour in reversed(list(zip(boxes, captions, colours, strict=True))):
+    for box, colour in reversed(list(zip(boxes, colours, strict=True))):
         x1, y1, x2, y2 = (float(v) for v in box)
         draw.rectangle(
             (round(x1), round(y1), max(round(x1), round(x2) - 1), max(round(y1), round(y2) - 1)),
             outline=colour,
             width=line,
         )
-        left, top, right, bottom = (round(v) for v in draw.textbbox((0, 0), caption, font=font))
-        tag_w, tag_h = right - left + 2 * pad, bottom - top + 2 * pad
-        tx = int(np.clip(round(x1), 0, max(0, width - tag_w)))
-        ty = round(y1) - tag_h if round(y1) - tag_h >= 0 else round(y1)
-        draw.rectangle((tx, ty, tx + tag_w - 1, ty + tag_h - 1), fill=colour)
-        draw.text((tx + pad - left, ty + pad - top), caption, fill=text_colour(colour), font=font)
+    layout = caption_layout(out.size, boxes, captions)
+    for place, colour in reversed(list(zip(layout, colours, strict=True))):
+        if place is not None:
+            text, size, rect = place
+            out.paste(render_caption(text, colour, size), rect[:2])
     return out
 
 

@@ -27,6 +27,7 @@ connection).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ from care_serve.serving.manager import ModelManager
 from care_serve.serving.status import ModelList, ModelStatus
 from care_serve.serving.workers import WorkerPools
 from care_serve.settings import Settings
+from care_serve.store.repository import check_name, check_version
 from care_serve.tasks.base import InferenceResult
 
 __all__ = ["BodyReader", "DataPlane", "InferenceResult", "outcome_of"]
@@ -108,6 +110,22 @@ def outcome_of(exc: BaseException) -> str:
     if isinstance(exc, ModelNotReady):
         return "unavailable"
     return "error"
+
+
+def _note_target(name: str, version: int | str | None) -> None:
+    """For the access log: the model a load/unload names, and the version when one is given.
+
+    Only valid names and versions are noted (a refused one is the error's to describe).
+    """
+    try:
+        checked = check_name(name)
+    except InvalidInput:
+        return
+    number = None
+    if version is not None and version not in ("", 0):
+        with contextlib.suppress(InvalidInput):
+            number = check_version(version)
+    note_model(checked, number)
 
 
 class DataPlane:
@@ -430,6 +448,7 @@ class DataPlane:
         self, name: str, version: int | str | None, authorization: str | None
     ) -> ModelStatus:
         """Load one version beside the others, or (no version) what the policy selects."""
+        _note_target(name, version)
         self.auth.check_model_control(authorization)
         await self.manager.load(name, version)
         return self.manager.describe(name)
@@ -438,6 +457,7 @@ class DataPlane:
         self, name: str, version: int | str | None, authorization: str | None
     ) -> ModelStatus:
         """Unload one version, or (no version) every version of ``name``."""
+        _note_target(name, version)
         self.auth.check_model_control(authorization)
         await self.manager.unload(name, version)
         return self.manager.describe(name)
@@ -459,6 +479,12 @@ class DataPlane:
     def not_serving(self) -> list[str]:
         """Models that should be serving but are not (why the server is not ready)."""
         return self.manager.not_serving()
+
+    def not_ready_reason(self) -> str | None:
+        """Why the server is not ready, in a sentence (None when it is)."""
+        if self.draining:
+            return "the server is shutting down"
+        return self.manager.not_ready_reason()
 
     def serving_versions(self, name: str) -> list[int]:
         """The serving versions of ``name`` (none when it does not serve)."""

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from care_serve.errors import (
     CareServeError,
+    ConfigurationError,
     InvalidInput,
     ModelNotReady,
     ModelStoreError,
@@ -86,6 +88,11 @@ class ModelManager:
         self._first_loaded: dict[str, str] = {}  # task -> its default without store.json
         self.config = StoreConfig()
         self.config_error: str | None = None
+        # Why the server is not ready although nothing it should serve is missing: the store
+        # held no model at start (allow_empty_store); cleared once a model serves.
+        self.empty_store: str | None = None
+        # Called (on the event loop) whenever what serves may have changed readiness.
+        self.on_change: list[Callable[[], None]] = []
         # Read once, at start: a bad key file stops the start with a clear ValueError.
         self.trust = TrustPolicy.from_key_file(
             settings.package_public_key, settings.require_signed_packages
@@ -122,6 +129,52 @@ class ModelManager:
         return self.config.model(name).version_policy
 
     # -- start-up ------------------------------------------------------------------------
+    def _no_model(self) -> str | None:
+        """Why the store holds no model (None when it holds one)."""
+        root = self.repository.root
+        if not self.repository.exists():
+            return f"the model store {root} does not exist"
+        if not any(self.repository.versions(n) for n in self.repository.model_names()):
+            return f"the model store {root} holds no model"
+        return None
+
+    def check_store(self) -> None:
+        """Refuse the start (one line) when the store holds no model (unless
+        ``allow_empty_store``) or the ``models`` setting names what the store lacks."""
+        empty = self._no_model()
+        if empty is not None and not self.settings.allow_empty_store:
+            raise ConfigurationError(
+                f"{empty}: check the path (--model-store, CARE_SERVE_MODEL_STORE), add a model "
+                "with 'care-serve import' or 'care-serve pull', or start anyway with "
+                "--allow-empty-store (not ready until a model serves)"
+            )
+        held = [n for n in self.repository.model_names() if self.repository.versions(n)]
+        for entry in self.settings.models:
+            if entry == "*":
+                continue
+            name, _, version = entry.partition(":")
+            try:
+                name = check_name(name)
+                pinned = check_version(version) if version else None
+            except InvalidInput as exc:
+                raise ConfigurationError(f"--models {entry!r}: {exc.message}") from None
+            versions = self.repository.versions(name)
+            if not versions:
+                raise ConfigurationError(
+                    f"--models names {name!r}, which is not in the model store "
+                    f"{self.repository.root} (models: {', '.join(held) or 'none'}): check the "
+                    "name, or add the model with 'care-serve import' or 'care-serve pull'"
+                )
+            if pinned is not None and pinned not in versions:
+                raise ConfigurationError(
+                    f"--models names version {pinned} of {name!r}, which is not in the model "
+                    f"store {self.repository.root} (versions: {', '.join(map(str, versions))})"
+                )
+
+    def _changed(self) -> None:
+        for listener in self.on_change:
+            listener()
+
     def startup_targets(self) -> list[tuple[str, int | None]]:
         """(name, version) pairs the ``models`` setting covers in the store now: what
         start-up loads and what the watched store follows."""
@@ -150,8 +203,14 @@ class ModelManager:
         self._threads = self.settings.threads_per_model(len(targets))
         for name, _ in targets:
             self._record(name).wanted = True
-        if not targets:
-            lines.append(f"no models to load: the model store {self.repository.root} is empty")
+        self.empty_store = self._no_model()
+        if self.empty_store is not None:
+            lines.append(
+                f"WARNING {self.empty_store} (allow_empty_store): the store is empty, nothing "
+                "is loaded and the server is not ready until a model is added and loaded"
+            )
+        elif not targets:
+            lines.append("no models to load at start-up (the models setting names none)")
         for name, version in targets:
             lines.extend(await self._start_one(name, version))
         for task, name in sorted(self.config.defaults.items()):
@@ -160,6 +219,7 @@ class ModelManager:
                     f"WARNING the default {task} model {name!r} ({STORE_FILE}) is not loaded"
                 )
         self._started = True
+        self._changed()
         return lines
 
     async def _start_one(self, name: str, version: int | None) -> list[str]:
@@ -328,6 +388,12 @@ class ModelManager:
         version, (re)load what the model's version policy selects and retire the rest."""
         name = check_name(name)
         self.refresh_config()
+        if not self.repository.versions(name):
+            held = [n for n in self.repository.model_names() if self.repository.versions(n)]
+            raise NotFound(
+                f"model {name!r} is not in the model store (models in the store: "
+                f"{', '.join(sorted(held)) or 'none'})"
+            )
         if version not in (None, "", 0):
             await self._load_version(name, check_version(version))
             return
@@ -415,6 +481,8 @@ class ModelManager:
             record.failed.pop(version, None)
             self.metrics.model_ready.labels(*labels).set(1)
             self.metrics.load_error.labels(*labels).set(0)
+            self.empty_store = None  # a model serves: the store's emptiness no longer matters
+            self._changed()
             log.info(
                 "serving %s/%s (%s) after %.2f s",
                 name,
@@ -461,6 +529,7 @@ class ModelManager:
             if not versions:
                 record.wanted = False
                 self._forget_default(name)
+            self._changed()
             if wanted is None:
                 record.errors.clear()
             for old in retired:
@@ -506,10 +575,11 @@ class ModelManager:
             await asyncio.sleep(0.005)
         if model.inflight > 0 and drain > 0:
             log.warning(
-                "%s/%s: %d requests still running after %.0f s; closing anyway",
+                "%s/%s: %d %s still running after %.0f s; closing anyway",
                 model.name,
                 model.version,
                 model.inflight,
+                "request" if model.inflight == 1 else "requests",
                 drain,
             )
         await model.batcher.close()
@@ -600,6 +670,7 @@ class ModelManager:
                 threads=loaded.threads,
                 load_seconds=round(loaded.load_seconds, 4),
                 queue_depth=sum(m.batcher.queue_depth for m in serving.values()),
+                parameters=loaded.task.served_parameters(),
             )
         return ModelStatus(
             name=name,
@@ -656,9 +727,20 @@ class ModelManager:
 
         A reload never flips it: the old version serves until the new one is swapped in.
         """
-        if not self._started:
+        if not self._started or self.empty_store is not None:
             return False
         return not self.settings.strict_readiness or not self.not_serving()
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``ready()`` is false, in a sentence (None when ready)."""
+        if not self._started:
+            return "the start-up models are loading"
+        if self.empty_store is not None:
+            return f"{self.empty_store}: not ready until a model is added and loaded"
+        missing = self.not_serving() if self.settings.strict_readiness else []
+        if missing:
+            return f"models that should serve are not serving: {', '.join(missing)}"
+        return None
 
     def not_serving(self) -> list[str]:
         """Models that should be serving but are not (why readiness is false)."""

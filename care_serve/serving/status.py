@@ -44,6 +44,11 @@ class ModelStatus(BaseModel):
     num_classes: int | None = None
     batching: dict[str, Any] | None = None
     model_card: dict[str, Any] | None = None
+    parameters: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="The serving version's request parameters: the default each request "
+        "gets when it leaves one out, and the limits (e.g. top_k, score_threshold).",
+    )
     backend: str | None = None
     threads: int | None = None
     load_seconds: float | None = None

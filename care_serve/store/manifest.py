@@ -243,6 +243,12 @@ class ModelCard(_Strict):
     source: str = Field(
         default="", description="Where the weights came from (file, URL, training run)."
     )
+    domain: str = Field(
+        default="",
+        description="What the model knows: the images its answers mean something for, e.g. "
+        "'synthetic shapes: circles, squares, triangles' or 'photos, ImageNet-1k classes'. "
+        "The page shows it next to every result.",
+    )
     source_sha256: str | None = Field(default=None, description="sha256 of the source checkpoint.")
     hub: HubSource | None = Field(
         default=None, description="care-serve pull: the hub repo, file and commit downloaded."

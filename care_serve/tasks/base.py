@@ -129,6 +129,9 @@ class Task(ABC):
     # -- v2 -------------------------------------------------------------------------------------
     #: the output that Triton's classification extension may turn into top-k strings.
     v2_classification_output: ClassVar[str | None] = None
+    #: the request parameters ``v2_params`` reads (any other a v2 request sends that the
+    #: protocol does not define is refused, naming these).
+    v2_parameters: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, manifest: Manifest, labels: list[str], settings: Settings) -> None:
         self.manifest = manifest
@@ -150,6 +153,11 @@ class Task(ABC):
     @abstractmethod
     def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, PreprocessMeta]:
         """The normalised ``(3, H, W)`` float32 input and how it maps to the image."""
+
+    def served_parameters(self) -> dict[str, dict[str, Any]]:
+        """Each request parameter's served default and limits (``default``, ``minimum``,
+        ``maximum``), as this model answers a request that leaves it out."""
+        return {}
 
     def tensor_meta(self) -> PreprocessMeta:
         """The meta of an input that is already at the network's size (nothing to undo)."""

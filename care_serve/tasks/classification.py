@@ -1,4 +1,11 @@
-"""Image classification: the ImageNet eval transform in, softmax top-k out."""
+"""Image classification: the ImageNet eval transform in, softmax top-k out.
+
+``postprocessing.min_logsumexp`` (optional, calibrated): an answer whose logits'
+log-sum-exp (the negative "energy", a standard out-of-distribution score: low when
+no class fits) is below it is marked ``uncertain``. ``care-serve evaluate
+classification`` prints the value to use (``logsumexp_p05``: 95 % of the evaluated
+in-domain images score above it).
+"""
 
 from __future__ import annotations
 
@@ -51,6 +58,8 @@ class ClassificationResult(BaseModel):
     """The top-k classes, most probable first."""
 
     predictions: list[Prediction]
+    uncertain: bool = False
+    logsumexp: float = 0.0
 
 
 class ClassifyQuery(RestQuery):
@@ -67,6 +76,11 @@ class ClassifyResponse(BaseModel):
     model: str = Field(description="The model that answered.")
     version: int = Field(description="Its version.")
     predictions: list[Prediction] = Field(description="Top-k classes, most probable first.")
+    uncertain: bool = Field(
+        description="The image looks unlike what the model was trained on (its calibrated "
+        "score is below the manifest's postprocessing.min_logsumexp): do not trust the "
+        "classes. Always false for models without a calibration."
+    )
     image_width: int
     image_height: int
     batch_size: int = Field(description="How many requests shared the batch.")
@@ -121,12 +135,21 @@ class ClassificationTask(WholeImageTask):
         probs = softmax(logits) if activation == "softmax" else logits.astype(np.float64)
         k = min(int(params.top_k), probs.shape[0])
         order = np.lexsort((np.arange(probs.shape[0]), -probs))[:k]
+        peak = float(np.max(logits))
+        energy = peak + float(np.log(np.exp(logits.astype(np.float64) - peak).sum()))
+        floor = self.manifest.postprocessing.get("min_logsumexp")
         return ClassificationResult(
             predictions=[
                 Prediction(label=self.labels[i], class_id=int(i), probability=float(probs[i]))
                 for i in order
-            ]
+            ],
+            uncertain=floor is not None and energy < float(floor),
+            logsumexp=energy,
         )
+
+    def served_parameters(self) -> dict[str, dict[str, Any]]:
+        limit = min(self.settings.max_top_k, self.manifest.num_classes)
+        return {"top_k": {"default": min(DEFAULT_TOP_K, limit), "minimum": 1, "maximum": limit}}
 
     # -- protocols ----------------------------------------------------------------------------
     @classmethod
@@ -135,6 +158,7 @@ class ClassificationTask(WholeImageTask):
         return ClassifyResponse(
             **rest_envelope(result),
             predictions=result.result.predictions,
+            uncertain=result.result.uncertain,
         )
 
     @classmethod
@@ -154,6 +178,7 @@ class ClassificationTask(WholeImageTask):
                 pb.Classification(label=p.label, class_id=p.class_id, probability=p.probability)
                 for p in result.result.predictions
             ],
+            uncertain=result.result.uncertain,
         )
 
     def v2_outputs(self) -> list[TensorSpec]:

@@ -185,6 +185,7 @@ class DetectionTask(DenseTask):
     rest_query = DetectQuery
     rest_response = DetectResponse
     grpc_method = "Detect"
+    v2_parameters = DETECTION_PARAMETERS
 
     def __init__(self, manifest: Manifest, labels: list[str], settings: Settings) -> None:
         super().__init__(manifest, labels, settings)
@@ -226,6 +227,22 @@ class DetectionTask(DenseTask):
             ),
             return_overlay=_parse_flag(params, "return_overlay", False),
         )
+
+    def served_parameters(self) -> dict[str, dict[str, Any]]:
+        limit = self.max_detections_limit
+        return {
+            "score_threshold": {
+                "default": self.config.score_threshold,
+                "minimum": 0.0,
+                "maximum": 1.0,
+            },
+            "max_detections": {
+                "default": min(self.config.max_detections, limit),
+                "minimum": 1,
+                "maximum": limit,
+            },
+            "class_agnostic_nms": {"default": self.config.class_agnostic_nms},
+        }
 
     def postprocess(
         self, outputs: Mapping[str, np.ndarray], meta: PreprocessMeta, params: Any

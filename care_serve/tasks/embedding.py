@@ -92,6 +92,7 @@ class EmbeddingTask(WholeImageTask):
     rest_query = EmbedQuery
     rest_response = EmbedResponse
     grpc_method = "Embed"
+    v2_parameters = ("normalize",)
 
     def __init__(self, manifest: Manifest, labels: list[str], settings: Settings) -> None:
         super().__init__(manifest, labels, settings)

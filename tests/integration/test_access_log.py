@@ -23,6 +23,7 @@ from care_serve.observability.log_config import configure_logging
 from care_serve.server import BackgroundStack
 from care_serve.settings import Settings
 from tests.helpers.packages import jpeg_bytes
+from tests.helpers.stacks import ADMIN, ADMIN_TOKEN
 
 ACCESS = "care_serve.access"
 ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -107,6 +108,48 @@ def test_grpc_request_id_in_metadata_and_log(
     assert (line.status, line.model, line.version) == ("OK", "tiny", 1)
     assert records["g-2"].status == "INVALID_ARGUMENT"
     assert generated in records
+
+
+def test_load_and_unload_lines_name_the_model_and_the_version_asked_for(
+    store: Path, start_stack: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = start_stack(store, admin_token=ADMIN_TOKEN)
+    caplog.set_level(logging.INFO, logger=ACCESS)
+    url = stack.http_url
+    calls = [
+        ("l-1", "load", {"version": 1}, 200),
+        ("l-2", "unload", {"version": 1}, 200),
+        ("l-3", "load", {}, 200),
+        ("l-4", "unload", {}, 200),
+        ("l-5", "load", {}, 404),  # a model the store does not have
+    ]
+    for rid, action, params, status in calls:
+        name = "ghost" if rid == "l-5" else "tiny"
+        response = httpx.post(
+            f"{url}/models/{name}/{action}",
+            params=params,
+            headers={**ADMIN, "X-Request-Id": rid},
+            timeout=60,
+        )
+        assert response.status_code == status, response.text
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        stub = pb_grpc.InferenceServiceStub(channel)
+        stub.LoadModel(
+            pb.LoadModelRequest(name="tiny", version=1),
+            metadata=(("x-request-id", "g-1"), ("authorization", ADMIN["Authorization"])),
+        )
+    records = {r.request_id: r for r in _access_records(caplog, 6)}  # type: ignore[attr-defined]
+    seen = {rid: (r.model, r.version) for rid, r in records.items()}  # type: ignore[attr-defined]
+    assert seen == {
+        "l-1": ("tiny", 1),
+        "l-2": ("tiny", 1),
+        "l-3": ("tiny", None),
+        "l-4": ("tiny", None),
+        "l-5": ("ghost", None),
+        "g-1": ("tiny", 1),
+    }
+    assert "model=tiny version=1" in records["l-1"].getMessage()
+    assert "model=tiny version=-" in records["l-3"].getMessage()
 
 
 def test_json_log_format_gives_one_object_per_line() -> None:

@@ -105,3 +105,20 @@ def test_redact_paths_keeps_store_relative_names_and_hides_the_rest(tmp_path: Pa
     assert "tiny/2/model.onnx: cannot load" in out
     assert str(tmp_path) not in out and "/etc/passwd" not in out
     assert "POST /models/tiny/load" in out
+
+
+def test_loading_a_model_the_store_lacks_says_so_and_lists_the_models_it_has(
+    store: Path, start_stack: Any, tiny_models: dict
+) -> None:
+    write_package(store, make_manifest(name="other"), tiny_models[1][1], LABELS)
+    stack = start_stack(store, admin_token=ADMIN_TOKEN)
+    for params in ({}, {"version": 2}):
+        answer = httpx.post(
+            f"{stack.http_url}/models/ghost/load", params=params, headers=ADMIN, timeout=60
+        )
+        assert answer.status_code == 404, answer.text
+        message = answer.json()["error"]["message"]
+        assert message == (
+            "model 'ghost' is not in the model store (models in the store: other, tiny)"
+        ), message
+        _no_paths(answer.text, store)

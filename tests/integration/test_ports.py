@@ -85,3 +85,23 @@ def test_serve_command_says_one_line_and_exits_non_zero(store: Path, busy_port: 
     assert len(errors) == 1, done.stderr
     assert str(busy_port) in errors[0] and "--http-port" in errors[0]
     assert "loaded tiny" not in done.stderr
+
+
+def test_serve_with_the_grpc_port_taken_prints_only_its_own_line(
+    store: Path, busy_port: int
+) -> None:
+    """No line of gRPC's native logger (``E... add_port.cc ... bind ...``) before care-serve's."""
+    command = [sys.executable, "-m", "care_serve", "serve", "--model-store", str(store)]
+    done = subprocess.run(
+        [*command, "--http-port", "0", "--grpc-port", str(busy_port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ.copy(),
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("care-serve serve: error: cannot listen for gRPC on 127.0.0.1:")
+    assert str(busy_port) in lines[0] and "--grpc-port" in lines[0]
+    assert "Address already in use" in lines[0]  # the system's reason, not a guess

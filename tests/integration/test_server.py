@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -145,6 +146,35 @@ def test_bad_input_rest_and_grpc(
     assert text in info.value.details()
     # the server keeps serving
     assert stub.Classify(pb.ClassifyRequest(image=jpeg_bytes()), timeout=10).predictions
+
+
+@pytest.mark.parametrize("over", [1, 100_000])  # just over; over it and the multipart room
+def test_a_multipart_image_over_the_limit_is_measured_and_names_the_setting(
+    running: BackgroundStack, over: int
+) -> None:
+    """The 413 quotes max_image_bytes (300000 here) and the image's size, not the body's."""
+    data = np.random.default_rng(over).bytes(300_000 + over)
+    response = httpx.post(f"{running.http_url}/classify", files={"file": ("x.png", data)})
+    assert response.status_code == 413, response.text
+    message = response.json()["error"]["message"]
+    assert "the limit is 300000 bytes (max_image_bytes)" in message, message
+    measured = re.fullmatch(r"image is (more than )?(\d+) bytes; .*", message)
+    assert measured, message
+    size = int(measured.group(2))
+    if measured.group(1):  # the image was not read to its end: at least this much
+        assert 300_000 < size <= 300_000 + over, message
+    else:
+        assert size == 300_000 + over, message
+
+
+def test_multipart_fields_besides_the_image_are_limited_too(running: BackgroundStack) -> None:
+    response = httpx.post(
+        f"{running.http_url}/classify",
+        files={"file": ("x.jpg", jpeg_bytes())},
+        data={"note": "x" * 200_000},
+    )
+    assert response.status_code == 413, response.text
+    assert "besides the image" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
@@ -344,7 +374,7 @@ def test_listing_health_metrics_and_unimplemented_tasks(
 
 
 def test_empty_store_starts_and_explains(tmp_path: Path, start_stack: Any) -> None:
-    stack = start_stack(tmp_path / "empty")
+    stack = start_stack(tmp_path / "empty", allow_empty_store=True)
     assert any("empty" in line for line in stack.stack.startup_report)
     url = stack.http_url
     assert httpx.get(f"{url}/models").json() == {"models": [], "defaults": {}}

@@ -92,6 +92,8 @@ def write_trained_package(
         model_card=ModelCard(
             description=description,
             source="trained by care-serve train (weights made by this project)",
+            domain="what it was trained on: the training data's images and classes "
+            f"({', '.join(labels[:6])}{', ...' if len(labels) > 6 else ''}); nothing else",
             metrics=metrics,
             license="Apache-2.0",
             training_command=training_command,

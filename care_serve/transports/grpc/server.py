@@ -7,6 +7,8 @@ reflection describes all of them: the v2 messages live in their own descriptor p
 
 from __future__ import annotations
 
+import socket
+
 import grpc
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,7 +27,7 @@ from care_serve.transports.grpc.servicer import InferenceServicer
 from care_serve.transports.v2.grpc_servicer import SERVICE_NAME as V2_SERVICE_NAME
 from care_serve.transports.v2.grpc_servicer import V2Servicer
 
-__all__ = ["SERVICE_NAME", "V2_SERVICE_NAME", "GrpcServer", "port_message"]
+__all__ = ["SERVICE_NAME", "V2_SERVICE_NAME", "GrpcServer", "port_message", "port_unavailable"]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
 MAX_MESSAGE_OVERHEAD = 1024 * 1024
@@ -40,6 +42,32 @@ def port_message(server: str, host: str, port: int, reason: str) -> str:
         f"cannot listen for {server} on {host}:{port} ({reason}); stop what uses the port or "
         f"choose another with {option} or {env} (0 = any free port)"
     )
+
+
+def port_unavailable(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (the system's words), or None when it can.
+
+    Binds as gRPC does (``SO_REUSEADDR``, no ``SO_REUSEPORT``) to every address ``host``
+    resolves to, and releases the sockets at once; gRPC listens when any address binds.
+    Port 0 (any free port) is always available.
+    """
+    if port == 0:
+        return None
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    reason = "no address to listen on"
+    for family, kind, proto, _, sockaddr in addresses:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(sockaddr)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            continue
+        return None
+    return reason
 
 
 class _ChainedPool:
@@ -102,6 +130,11 @@ class GrpcServer:
             pool=_ChainedPool(V2_POOL, descriptor_pool.Default()),
         )
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # Checked with a plain socket first: gRPC's own failure would print a C-core log
+        # line (``E... add_port.cc ... bind ...``) before the message below.
+        busy = port_unavailable(host, port)
+        if busy is not None:
+            raise PortInUse(port_message("gRPC", host, port, busy))
         try:
             if tls is None:
                 self.port = self.server.add_insecure_port(address)

@@ -100,9 +100,17 @@ def deserialize_bytes(name: str, raw: bytes | memoryview, count: int) -> list[by
         (length,) = _LENGTH.unpack_from(view, pos)
         pos += 4
         if pos + length > len(view):
+            layout = (
+                # The whole data is one file without its length: say how it is laid out.
+                f" (in binary data a BYTES element is its length as 4 little-endian bytes, "
+                f"then its bytes: for one file of {len(view)} bytes send the 4 bytes of its "
+                f"length first, binary_data_size {len(view) + 4})"
+                if not out and count == 1
+                else ""
+            )
             raise InvalidInput(
                 f"input {name!r}: a BYTES element claims {length} bytes but only "
-                f"{len(view) - pos} remain"
+                f"{len(view) - pos} remain{layout}"
             )
         out.append(bytes(view[pos : pos + length]))
         pos += length

@@ -38,6 +38,11 @@ from care_serve.transports.v2.codec import (
     to_raw,
 )
 from care_serve.transports.v2.model_io import CLASSIFICATION_PARAMETER, RequestedOutput
+from care_serve.transports.v2.parameters import (
+    INPUT_PARAMETERS,
+    OUTPUT_PARAMETERS,
+    check_parameters,
+)
 from care_serve.transports.v2.protocol import V2Protocol
 
 __all__ = ["SERVICE_NAME", "V2Servicer"]
@@ -133,6 +138,7 @@ def parse_inputs(request: Any) -> tuple[list[Tensor], bool]:
         else:
             raise InvalidInput(f"input {name!r} has no contents and there is no raw data")
         tensor.parameters = _params(inp.parameters)
+        check_parameters(f"input {name!r}", tensor.parameters, INPUT_PARAMETERS)
         tensors.append(tensor)
     if not tensors:
         raise InvalidInput("the request has no inputs")
@@ -142,7 +148,9 @@ def parse_inputs(request: Any) -> tuple[list[Tensor], bool]:
 def parse_outputs(request: Any) -> list[RequestedOutput]:
     requested = []
     for out in request.outputs:
-        k = _params(out.parameters).get(CLASSIFICATION_PARAMETER, 0) or 0
+        params = _params(out.parameters)
+        check_parameters(f"output {out.name!r}", params, OUTPUT_PARAMETERS)
+        k = params.get(CLASSIFICATION_PARAMETER, 0) or 0
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise InvalidInput(f"{CLASSIFICATION_PARAMETER} of {out.name!r} is a count, got {k!r}")
         requested.append(RequestedOutput(out.name, k))
@@ -241,7 +249,9 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
         async def call() -> None:
-            await self.protocol.unload(request.model_name, authorization_of(context))
+            await self.protocol.unload(
+                request.model_name, _params(request.parameters), authorization_of(context)
+            )
 
         await _guard(context, call)
         return pb.RepositoryModelUnloadResponse()

@@ -26,6 +26,11 @@ from care_serve.transports.v2.codec import (
     to_raw,
 )
 from care_serve.transports.v2.model_io import CLASSIFICATION_PARAMETER, RequestedOutput
+from care_serve.transports.v2.parameters import (
+    INPUT_PARAMETERS,
+    OUTPUT_PARAMETERS,
+    check_parameters,
+)
 
 __all__ = [
     "HEADER_LENGTH",
@@ -99,6 +104,7 @@ def parse_request(body: bytes, header: str | None) -> InferRequest:
         datatype = check_datatype(name, item.get("datatype"))
         shape = check_shape(name, item.get("shape"))
         params = _object(item.get("parameters"), f"parameters of input {name!r}")
+        check_parameters(f"input {name!r}", params, INPUT_PARAMETERS)
         has_data = "data" in item
         if BINARY_SIZE in params:
             if has_data:
@@ -141,6 +147,7 @@ def parse_request(body: bytes, header: str | None) -> InferRequest:
         if not isinstance(name, str) or not name:
             raise InvalidInput(f"outputs[{i}] needs a 'name' string")
         params = _object(item.get("parameters"), f"parameters of output {name!r}")
+        check_parameters(f"output {name!r}", params, OUTPUT_PARAMETERS)
         k = params.get(CLASSIFICATION_PARAMETER, 0)
         request.requested.append(
             RequestedOutput(name, _positive_int(k, f"{CLASSIFICATION_PARAMETER} of {name!r}"))

@@ -27,11 +27,16 @@ input pixels.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel
 
 from care_serve.errors import InvalidInput
@@ -56,6 +61,11 @@ __all__ = [
 
 IMAGE_INPUT, TENSOR_INPUT, FRAME_INPUT = "image", "input", "frame"
 CLASSIFICATION_PARAMETER = "classification"
+# Base64 text (standard or URL-safe alphabet, optionally wrapped in lines and padded),
+# after an optional ``data:<type>;base64,`` prefix.
+_DATA_URL = re.compile(rb"^data:[\w.+/-]*;base64,")
+_BASE64 = re.compile(rb"^[A-Za-z0-9+/_-]+={0,2}$")
+_MIN_BASE64 = 16  # characters: shorter text is no image anyway
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,55 @@ def _accepted(model: LoadedModel) -> str:
     return "; ".join(s.describe() for s in input_specs(model))
 
 
-def image_inputs(model: LoadedModel, inputs: Sequence[Tensor]) -> list[ImageInput]:
+def base64_image_format(element: bytes) -> str | None:
+    """The image format of ``element`` when it is base64 text of an image (else None).
+
+    Cheap for real images: their first byte is not ASCII text (PNG, JPEG, GIF's ``G`` is,
+    but a GIF header is not base64), so only text gets decoded.
+    """
+    if len(element) < _MIN_BASE64 or not element[:64].isascii() or not element.isascii():
+        return None
+    text = _DATA_URL.sub(b"", element.strip(), count=1)
+    text = b"".join(text.split())  # base64(1) wraps its lines
+    if not _BASE64.match(text):
+        return None
+    try:
+        decoded = base64.b64decode(text.replace(b"-", b"+").replace(b"_", b"/") + b"==")
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        with Image.open(io.BytesIO(decoded)) as image:
+            return image.format
+    except Exception:  # not an image under the base64: let decoding say what is wrong
+        return None
+
+
+def _base64_error(fmt: str, protocol: str) -> InvalidInput:
+    if protocol == "v2-grpc":
+        elements = "BYTES elements are taken as they are, never base64-decoded"
+        how = (
+            "Put the file's bytes themselves in raw_input_contents (what tritonclient sends, "
+            "each BYTES element preceded by its length as 4 little-endian bytes) or in "
+            "bytes_contents"
+        )
+    else:
+        elements = "JSON BYTES elements are raw strings (their UTF-8 bytes), never base64-decoded"
+        how = (
+            "Send the file with the binary tensor data extension instead: the body is the "
+            "JSON header, then the file's length as 4 little-endian bytes, then the file; the "
+            "header Inference-Header-Content-Length gives the JSON's length and the input's "
+            'parameters {"binary_data_size": <4 + file size>} (docs/api.md, "v2 with curl")'
+        )
+    return InvalidInput(
+        f"input 'image' holds base64 text of a {fmt} image, but {elements}. {how}. Or send "
+        "the pixels as a JSON tensor: 'frame' UINT8 [1, H, W, 3] (RGB) or 'input' FP32 "
+        "[1, 3, H, W] (normalised)"
+    )
+
+
+def image_inputs(
+    model: LoadedModel, inputs: Sequence[Tensor], protocol: str = "v2-rest"
+) -> list[ImageInput]:
     """The images of a request's input tensors, or ``InvalidInput`` saying what is accepted."""
     accepted = _accepted(model)
     if len(inputs) != 1:
@@ -110,7 +168,12 @@ def image_inputs(model: LoadedModel, inputs: Sequence[Tensor]) -> list[ImageInpu
             f"(accepted: {accepted})"
         )
     if tensor.name == IMAGE_INPUT:
-        return [EncodedImage(bytes(e)) for e in tensor.data.reshape(-1)]
+        elements = [bytes(e) for e in tensor.data.reshape(-1)]
+        for element in elements:
+            fmt = base64_image_format(element)
+            if fmt is not None:
+                raise _base64_error(fmt, protocol)
+        return [EncodedImage(e) for e in elements]
     if tensor.name == TENSOR_INPUT:
         return [InputTensor(np.asarray(a, dtype=np.float32)) for a in tensor.data]
     return [RgbFrame(np.asarray(f, dtype=np.uint8)) for f in tensor.data]

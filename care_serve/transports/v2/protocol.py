@@ -24,6 +24,12 @@ from care_serve.transports.v2.model_io import (
     output_specs,
     task_params,
 )
+from care_serve.transports.v2.parameters import (
+    LOAD_PARAMETERS,
+    REQUEST_PARAMETERS,
+    UNLOAD_PARAMETERS,
+    check_parameters,
+)
 
 __all__ = ["EXTENSIONS", "SERVER_NAME", "V2Protocol"]
 
@@ -108,7 +114,13 @@ class V2Protocol:
         model: LoadedModel | None = None
         try:
             model = self.model(name, version)
-            items = image_inputs(model, inputs)
+            check_parameters(
+                f"model {model.name}",
+                parameters,
+                (*REQUEST_PARAMETERS, *model.task.v2_parameters),
+                noun="request parameter",
+            )
+            items = image_inputs(model, inputs, protocol)
             params = task_params(model, parameters)
             # Checked before running, so a bad output name costs no inference.
             check_requested(model, requested)
@@ -143,13 +155,21 @@ class V2Protocol:
     async def load(
         self, name: str, parameters: Mapping[str, Any], authorization: str | None
     ) -> None:
+        self.data_plane.auth.check_model_control(authorization)  # 401/403/409 come first
+        check_parameters("a repository load", parameters, LOAD_PARAMETERS)
         version = parameters.get("version")
         if version is not None and not isinstance(version, int | str):
             raise InvalidInput(f"the version parameter is an integer, got {version!r}")
         await self.data_plane.load_model(name, version, authorization)
 
-    async def unload(self, name: str, authorization: str | None) -> None:
+    async def unload(
+        self, name: str, parameters: Mapping[str, Any], authorization: str | None
+    ) -> None:
         self.data_plane.auth.check_admin(authorization)
+        check_parameters("a repository unload", parameters, UNLOAD_PARAMETERS)
+        dependents = parameters.get("unload_dependents", False)
+        if not isinstance(dependents, bool):
+            raise InvalidInput(f"unload_dependents must be true or false, got {dependents!r}")
         if not self.data_plane.serving_versions(name):
             raise NotFound(f"model {name!r} is not loaded")
         await self.data_plane.unload_model(name, None, authorization)

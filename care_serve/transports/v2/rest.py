@@ -141,8 +141,13 @@ async def server_live() -> JSONResponse:
 
 @router.get("/health/ready", summary="200 when the server is ready (start-up loading done)")
 async def server_ready(request: Request) -> JSONResponse:
-    ready = _protocol(request).server_ready()
-    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+    protocol = _protocol(request)
+    ready = protocol.server_ready()
+    body: dict[str, Any] = {"ready": ready}
+    reason = None if ready else protocol.data_plane.not_ready_reason()
+    if reason is not None:
+        body["reason"] = reason
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 # -- model metadata and readiness --------------------------------------------------------
@@ -299,8 +304,11 @@ async def repository_unload(
     request: Request, name: str, authorization: str | None = AuthH
 ) -> Response:
     async def call() -> Response:
-        await _json_body(request)
-        await _protocol(request).unload(name, authorization)
+        doc = await _json_body(request)
+        parameters = doc.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput("'parameters' must be a JSON object")
+        await _protocol(request).unload(name, parameters, authorization)
         return Response(status_code=200)
 
     return await _answer(call)

@@ -24,6 +24,7 @@ from care_serve.postprocess.drawing import detection_palette
 from care_serve.postprocess.segmentation import make_palette
 from care_serve.server import BackgroundStack
 from tests.helpers.browser import ENDPOINTS, PHONE, RequestLog, launch, scene_png
+from tests.helpers.paths import ROOT
 from tests.helpers.stacks import serving_stack
 
 TOKEN = "web-test-token"
@@ -285,6 +286,8 @@ def test_the_models_panel_unloads_and_loads_with_the_admin_token(
         state = httpx.get(stack.http_url + "/models/shapes-segmenter", timeout=30).json()
         assert state["state"] == "available" and state["loaded_version"] is None
         assert "not loaded" in tab.inner_text(card)
+        said = tab.inner_text("#models-status")
+        assert "shapes-segmenter v1 is unloaded; no version of it serves now." in said
         option = tab.inner_text("#model-select option[value='segmentation|shapes-segmenter']")
         assert "available" in option
     finally:
@@ -331,10 +334,11 @@ def test_keyboard_alone_and_every_control_labelled(
     tab.wait_for_selector("#result[data-state='done']")
     answer = api(stack, "detection", png)
     assert tab.locator("#boxes .det-box:not([hidden])").count() == len(answer["detections"])
+    start = float(tab.eval_on_selector("#score-slider", "s => s.value"))  # the served default
     tab.focus("#score-slider")
     tab.keyboard.press("ArrowRight")
-    assert tab.eval_on_selector("#score-slider", "s => s.value") == "0.31"
-    assert tab.inner_text("#score-value") == "0.31"
+    assert tab.eval_on_selector("#score-slider", "s => s.value") == f"{start + 0.01:.2f}"
+    assert tab.inner_text("#score-value") == f"{start + 0.01:.2f}"
 
 
 def test_a_phone_sized_screen_shows_everything_without_sideways_scrolling(
@@ -411,3 +415,33 @@ def test_no_page_asks_another_host(browser: Any, stack: BackgroundStack, path: s
     context.close()
     assert log.urls, "no request seen"
     assert log.foreign == []
+
+
+def test_a_real_photo_shows_what_the_model_knows_and_that_it_is_unsure(
+    page: tuple[Page, RequestLog],
+) -> None:
+    tab, _ = page
+    choose(tab, "classification")
+    photo = (ROOT / "examples" / "photos" / "cat.jpg").read_bytes()
+    assert upload(tab, photo, "cat.jpg", "image/jpeg") == "done"
+    assert tab.is_visible("#domain-notice")
+    assert "synthetic shapes" in tab.inner_text("#domain-notice")
+    assert tab.is_visible("#uncertain-notice")
+    assert "do not trust these classes" in tab.inner_text("#uncertain-notice")
+    shape = (ROOT / "examples" / "shape.png").read_bytes()
+    assert upload(tab, shape, "shape.png") == "done"
+    assert tab.is_hidden("#uncertain-notice") and tab.is_visible("#domain-notice")
+
+
+def test_the_controls_start_at_what_the_models_serve(
+    page: tuple[Page, RequestLog], stack: BackgroundStack
+) -> None:
+    tab, _ = page
+    listing = httpx.get(f"{stack.http_url}/models").json()["models"]
+    served = {m["name"]: m["parameters"] for m in listing}
+    choose(tab, "detection")
+    threshold = served["shapes-detector"]["score_threshold"]["default"]
+    assert float(tab.input_value("#score-slider")) == pytest.approx(threshold)
+    assert tab.inner_text("#score-value") == f"{threshold:.2f}"
+    choose(tab, "classification")
+    assert tab.input_value("#top-k") == str(served["shapes-classifier"]["top_k"]["default"])

@@ -171,6 +171,44 @@ def test_versions_in_the_path_and_json_outputs(served: BackgroundStack, kind: st
 
 
 @pytest.mark.parametrize("kind", ["http", "grpc"])
+def test_every_parameter_the_stock_clients_send_is_accepted(
+    served: BackgroundStack, kind: str
+) -> None:
+    """Strict parameters still take what tritonclient sends: sequence, priority, timeout,
+    binary data, the classification extension, and the task's own request parameters."""
+    model = MODELS["detection"]
+    png = scene_png("detection", 2)
+    task_parameters = {"score_threshold": 0.05, "max_detections": 100, "class_agnostic_nms": False}
+    ref = httpx.post(
+        served.http_url + "/detect", content=png, params={"model": model, **task_parameters}
+    ).json()
+    mod = CLIENTS[kind]
+    c = client(served, kind)
+    extra = {"binary_data": True} if kind == "http" else {}
+    result = c.infer(
+        model,
+        [make_input(kind, "image", served, model, [png])],
+        outputs=[mod.InferRequestedOutput("num_detections", **extra)],
+        request_id="r-1",
+        sequence_id=7,
+        sequence_start=True,
+        sequence_end=True,
+        priority=1,
+        timeout=30_000_000,
+        parameters=task_parameters,
+    )
+    assert result.as_numpy("num_detections").tolist() == [len(ref["detections"])]
+    classifier = MODELS["classification"]
+    top = c.infer(
+        classifier,
+        [make_input(kind, "frame", served, classifier, [scene_png("classification", 1)])],
+        outputs=[mod.InferRequestedOutput("probabilities", class_count=1, **extra)],
+    )
+    assert top.as_numpy("probabilities").shape == (1, 1)
+    c.close()
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
 def test_health_and_metadata_describe_the_models(served: BackgroundStack, kind: str) -> None:
     c = client(served, kind)
     assert c.is_server_live() and c.is_server_ready()

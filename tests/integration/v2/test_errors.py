@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import struct
 from typing import Any
@@ -382,3 +383,94 @@ def test_data_plane_errors_map_to_the_protocols_codes(
     assert json.loads(bytes(response.body)) == {"error": error.message}
     assert ("retry-after" in response.headers) == (status == 503)
     assert v2_grpc._code(error) == code
+
+
+# -- strict parameters ------------------------------------------------------------------
+def frame_doc() -> tuple[dict[str, Any], bytes]:
+    frame = rgb(scene_png("classification", 0, 64))
+    raw = frame.tobytes()
+    return binary_input("frame", "UINT8", [1, *frame.shape], len(raw)), raw
+
+
+def test_unknown_rest_parameters_are_named_with_the_accepted_ones(served: BackgroundStack) -> None:
+    doc, raw = frame_doc()
+    doc["parameters"] = {"top_k": 3}
+    message = error_of(post(served, doc, raw), 400)
+    assert "does not take the request parameter 'top_k'" in message
+    for accepted in ("binary_data_output", "timeout", "priority", "sequence_id"):
+        assert accepted in message.split("accepted:")[1], message
+    doc["parameters"] = {"score_treshold": 0.5}
+    message = error_of(post(served, doc, raw, model=MODELS["detection"]), 400)
+    assert "'score_treshold'" in message
+    assert "score_threshold" in message.split("accepted:")[1], message
+    assert "max_detections" in message.split("accepted:")[1], message
+
+    doc, raw = frame_doc()
+    doc["inputs"][0]["parameters"]["layout"] = "NHWC"
+    message = error_of(post(served, doc, raw), 400)
+    assert "input 'frame' does not take the parameter 'layout'" in message
+    assert "(accepted: binary_data_size, content_type)" in message
+    doc, raw = frame_doc()
+    doc["inputs"][0]["parameters"]["shared_memory_region"] = "r"
+    assert "shared memory" in error_of(post(served, doc, raw), 400)
+
+    doc, raw = frame_doc()
+    doc["outputs"] = [{"name": "probabilities", "parameters": {"binary": True}}]
+    message = error_of(post(served, doc, raw), 400)
+    assert "output 'probabilities' does not take the parameter 'binary'" in message
+    assert "accepted: binary_data, classification, content_type" in message
+
+
+def test_unknown_grpc_parameters_are_invalid_arguments(served: BackgroundStack) -> None:
+    s = stub(served)
+    frame = rgb(scene_png("classification", 1, 64))
+    request = frame_request(frame)
+    request.parameters["top_k"].int64_param = 3
+    message = grpc_error(s.ModelInfer, request, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "'top_k'" in message and "priority" in message.split("accepted:")[1]
+    request = frame_request(frame)
+    request.inputs[0].parameters["layout"].string_param = "NHWC"
+    message = grpc_error(s.ModelInfer, request, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "input 'frame' does not take the parameter 'layout'" in message
+    request = frame_request(frame)
+    request.outputs.add(name="probabilities").parameters["top"].int64_param = 1
+    message = grpc_error(s.ModelInfer, request, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "output 'probabilities' does not take the parameter 'top'" in message
+
+
+# -- base64 in JSON: what people try first with curl -----------------------------------
+def test_base64_images_in_json_get_told_how_to_send_an_image(served: BackgroundStack) -> None:
+    png = scene_png("classification", 2, 64)
+    for text in (
+        base64.b64encode(png).decode(),
+        "data:image/png;base64," + base64.b64encode(png).decode(),
+        base64.encodebytes(png).decode(),  # wrapped at 76 characters, as base64(1) writes it
+    ):
+        doc = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [text]}]}
+        message = error_of(post(served, doc), 400)
+        assert "base64" in message and "raw" in message, message
+        assert HEADER in message and "binary_data_size" in message, message
+        assert "'frame' UINT8" in message and "'input' FP32" in message, message
+    not_base64 = {
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["cat.jpg"]}]
+    }
+    assert "not an image in an accepted format" in error_of(post(served, not_base64), 400)
+
+
+def test_base64_images_over_grpc_get_told_to_send_the_bytes(served: BackgroundStack) -> None:
+    png = scene_png("classification", 2, 64)
+    request = tpb.ModelInferRequest(model_name=CLS)
+    tensor = request.inputs.add(name="image", datatype="BYTES", shape=[1])
+    tensor.contents.bytes_contents.append(base64.b64encode(png))
+    message = grpc_error(stub(served).ModelInfer, request, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "base64" in message and "raw_input_contents" in message, message
+
+
+def test_an_image_sent_without_its_length_prefix_is_told_the_layout(
+    served: BackgroundStack,
+) -> None:
+    """The binary extension's BYTES elements carry a 4-byte length; a bare file says so."""
+    png = scene_png("classification", 2, 64)
+    message = error_of(post(served, binary_input("image", "BYTES", [1], len(png)), png), 400)
+    assert "length as 4 little-endian bytes" in message, message
+    assert f"binary_data_size {len(png) + 4}" in message, message

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 from tritonclient.grpc import service_pb2 as triton_pb
+from tritonclient.grpc import service_pb2_grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
 from care_serve.grpc_gen.inference import grpc_service_pb2 as ours
@@ -174,3 +175,36 @@ def test_requests_over_max_request_bytes_are_413s(admin_stack: BackgroundStack) 
         over_grpc.infer("shapes-classifier", [frame])
     assert "INVALID_ARGUMENT" in str(info.value.status())
     over_grpc.close()
+
+
+def test_repository_parameters_are_strict(admin_stack: BackgroundStack) -> None:
+    url = admin_stack.http_url
+    r = httpx.post(
+        f"{url}/v2/repository/models/shapes-classifier/load",
+        json={"parameters": {"versoin": 1}},
+        headers=AUTH,
+    )
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]
+    assert "'versoin'" in message and "accepted: version" in message
+    r = httpx.post(
+        f"{url}/v2/repository/models/shapes-classifier/unload",
+        json={"parameters": {"force": True}},
+        headers=AUTH,
+    )
+    assert r.status_code == 400 and "accepted: unload_dependents" in r.json()["error"]
+    # Without the admin token the answer is 401 whatever the parameters.
+    r = httpx.post(
+        f"{url}/v2/repository/models/shapes-classifier/load", json={"parameters": {"x": 1}}
+    )
+    assert r.status_code == 401
+    stub = triton_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(admin_stack.grpc_target))
+    request = triton_pb.RepositoryModelLoadRequest(model_name="shapes-classifier")
+    request.parameters["config"].string_param = "{}"
+    with pytest.raises(grpc.RpcError) as info:
+        stub.RepositoryModelLoad(request, metadata=list(GRPC_AUTH.items()), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'config'" in str(info.value.details())
+    request = triton_pb.RepositoryModelLoadRequest(model_name="shapes-classifier")
+    request.parameters["version"].int64_param = 1
+    stub.RepositoryModelLoad(request, metadata=list(GRPC_AUTH.items()), timeout=60)

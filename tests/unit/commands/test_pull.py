@@ -9,8 +9,12 @@ with the hub's ``X-Error-Code`` (``EntryNotFound``, ``RevisionNotFound``).
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -248,3 +252,57 @@ def test_pull_with_another_sha256_is_refused_and_writes_nothing(
     with pytest.raises(SystemExit):  # not a digest: refused by the parser, before any download
         main(["pull", "care_s0", "--model-store", str(store), "--sha256", "abc"])
     assert "expected a sha256 (64 hex digits), got 'abc'" in capsys.readouterr().err
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_hub_fails_fast_with_one_line_naming_the_import_command(
+    tmp_path: Path,
+) -> None:
+    """No retry storm: one line naming the file's URL and how to import a copy from elsewhere."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    env.pop("HF_HUB_OFFLINE", None)
+    argv = ["pull", "care_s1", "--model-store", str(tmp_path / "store")]
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "care_serve", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1, proc.stderr
+    assert elapsed < 15, f"{elapsed:.1f} s: {proc.stderr}"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    line = lines[0]
+    assert line.startswith("care-serve pull: error: cannot reach the Hugging Face Hub at ")
+    assert endpoint in line
+    url = f"{endpoint}/{HUB_REPO}/resolve/main/{OFFICIAL_WEIGHTS['care_s1'].filename}"
+    assert url in line
+    assert "care-serve import FILE --arch care_s1 --name care-s1 --model-store " in line
+    assert not (tmp_path / "store").exists()
+
+
+def test_an_unreachable_hub_falls_back_to_the_cached_file(tmp_path: Path, hub: FakeHub) -> None:
+    """A file pulled before is imported from the cache when the hub is gone, without --offline."""
+    argv = ["pull", "care_s0", "--format", "pytorch", "--input-size", "64"]
+    assert main([*argv, "--model-store", str(tmp_path / "a")]) == 0
+    hub.stop()
+    seen = len(hub.requests)
+    assert main([*argv, "--model-store", str(tmp_path / "b")]) == 0
+    assert len(hub.requests) == seen
+    card = ModelRepository(tmp_path / "b").package("care-s0").manifest.model_card
+    assert card.hub is not None and card.hub.revision == COMMIT

@@ -50,6 +50,17 @@ def test_format_allow_list() -> None:
         decode_image(data, allowed_formats=["PNG"], **LIMITS)
 
 
+def test_a_format_not_allowed_is_named() -> None:
+    data = _save(Image.new("RGB", (8, 8)), "GIF")
+    with pytest.raises(InvalidInput) as info:
+        decode_image(data, allowed_formats=["JPEG", "PNG"], **LIMITS)
+    assert info.value.message == (
+        "GIF images are not accepted here (accepted: JPEG, PNG; allowed_image_formats)"
+    )
+    with pytest.raises(InvalidInput, match="not an image in an accepted format"):
+        decode_image(b"hello, world" * 10, allowed_formats=["JPEG", "PNG"], **LIMITS)
+
+
 @pytest.mark.parametrize(
     ("mode", "fmt"),
     [("L", "PNG"), ("LA", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("CMYK", "JPEG"), ("1", "PNG")],

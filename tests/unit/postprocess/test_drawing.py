@@ -9,8 +9,11 @@ from PIL import Image
 from care_serve.postprocess.drawing import (
     MAX_LEGEND_ENTRIES,
     LegendEntry,
+    caption_layout,
+    contrast_ratio,
     detection_palette,
     draw_boxes,
+    render_caption,
     text_colour,
     with_legend,
 )
@@ -86,3 +89,81 @@ def test_colours_and_text_contrast() -> None:
     assert text_colour((128, 0, 0)) == (255, 255, 255)
     assert text_colour((255, 255, 0)) == (0, 0, 0)
     assert text_colour((0, 128, 0)) == (255, 255, 255)
+
+
+# -- captions: inside the image, apart from each other, readable --------------------------
+def _inside(rect: tuple[int, int, int, int], width: int, height: int) -> bool:
+    left, top, right, bottom = rect
+    return 0 <= left < right <= width and 0 <= top < bottom <= height
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _check_drawn(
+    width: int, height: int, boxes: list[tuple[float, float, float, float]], captions: list[str]
+) -> list[tuple[int, int, int, int]]:
+    """Draw; every caption is whole (its pixels are its rendering) inside the image; apart."""
+    colours = [tuple(int(v) for v in c) for c in detection_palette(make_palette(len(boxes) + 1))]
+    image = grey(width, height)
+    out = draw_boxes(image, boxes, captions, colours)  # type: ignore[arg-type]
+    placed = caption_layout(image.size, boxes, captions)
+    rects = []
+    for caption, colour, place in zip(captions, colours, placed, strict=True):
+        assert place is not None, caption
+        text, size, rect = place
+        assert _inside(rect, width, height), (caption, rect, (width, height))
+        tile = np.asarray(render_caption(text, colour, size))
+        assert tile.shape[:2] == (rect[3] - rect[1], rect[2] - rect[0])
+        np.testing.assert_array_equal(np.asarray(out)[rect[1] : rect[3], rect[0] : rect[2]], tile)
+        rects.append(rect)
+    for i, a in enumerate(rects):
+        for b in rects[i + 1 :]:
+            assert not _overlap(a, b), (a, b)
+    return rects
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        (0.0, 30.0, 40.0, 60.0),  # touches the left edge
+        (130.0, 30.0, 160.0, 60.0),  # the right edge, narrower than its caption
+        (40.0, 0.0, 90.0, 30.0),  # the top edge
+        (40.0, 80.0, 90.0, 100.0),  # the bottom edge
+        (150.0, 90.0, 160.0, 100.0),  # a small box in the bottom right corner
+        (0.0, 0.0, 160.0, 100.0),  # the whole image
+    ],
+)
+def test_a_caption_is_whole_and_inside_the_image_wherever_its_box_is(
+    box: tuple[float, float, float, float],
+) -> None:
+    _check_drawn(160, 100, [box], ["circle 0.87"])
+
+
+def test_captions_of_overlapping_boxes_do_not_overlap() -> None:
+    boxes = [(20.0, 40.0, 100.0, 90.0), (24.0, 44.0, 104.0, 94.0), (30.0, 38.0, 90.0, 70.0)]
+    rects = _check_drawn(160, 120, boxes, ["circle 0.87", "square 0.61", "hexagon 0.40"])
+    assert len(rects) == 3
+
+
+def test_captions_at_the_top_edge_and_side_by_side_do_not_overlap() -> None:
+    boxes = [(0.0, 0.0, 60.0, 50.0), (10.0, 0.0, 70.0, 40.0), (100.0, 60.0, 160.0, 100.0)]
+    _check_drawn(160, 100, boxes, ["triangle 0.91", "star 0.77", "circle 0.50"])
+
+
+def test_a_caption_wider_than_the_image_is_shrunk_to_fit() -> None:
+    (rect,) = _check_drawn(40, 30, [(0.0, 0.0, 40.0, 30.0)], ["hexagon 0.99"])
+    assert rect[2] - rect[0] <= 40
+
+
+def test_every_palette_colour_gets_caption_text_with_contrast_of_at_least_4_5() -> None:
+    palette = make_palette(256)
+    for colour in {tuple(int(v) for v in c) for c in palette}:
+        text = text_colour(colour)
+        assert contrast_ratio(text, colour) >= 4.5, (colour, text)
+        tile = np.asarray(render_caption("circle 0.87", colour, 12))
+        pixels = {tuple(int(v) for v in p) for p in tile.reshape(-1, 3)}
+        assert colour in pixels and text in pixels  # the background and solid text strokes
+    assert contrast_ratio((0, 0, 0), (255, 255, 255)) == pytest.approx(21.0)
+    assert contrast_ratio((128, 0, 0), (255, 255, 255)) == pytest.approx(10.95, abs=0.01)

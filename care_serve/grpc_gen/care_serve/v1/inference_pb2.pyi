@@ -45,7 +45,7 @@ class Classification(_message.Message):
     def __init__(self, label: _Optional[str] = ..., class_id: _Optional[int] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("model", "version", "predictions", "timings", "batch_size", "image_width", "image_height")
+    __slots__ = ("model", "version", "predictions", "timings", "batch_size", "image_width", "image_height", "uncertain")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class ClassifyResponse(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
     IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAIN_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     predictions: _containers.RepeatedCompositeFieldContainer[Classification]
@@ -60,7 +61,8 @@ class ClassifyResponse(_message.Message):
     batch_size: int
     image_width: int
     image_height: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
+    uncertain: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., uncertain: _Optional[bool] = ...) -> None: ...
 
 class DetectRequest(_message.Message):
     __slots__ = ("model", "version", "image", "score_threshold", "max_detections", "return_overlay", "class_agnostic_nms")

@@ -21,7 +21,7 @@ async def live() -> dict[str, str]:
 @router.get(
     "/health/ready",
     summary="Every model that should serve is serving (strict readiness), not shutting down",
-    responses={503: {"description": "Not ready (body: status and loaded models)"}},
+    responses={503: {"description": "Not ready (body: status, loaded models and the reason)"}},
 )
 async def ready(data_plane: DataPlaneDep) -> JSONResponse:
     ok = data_plane.ready()
@@ -32,6 +32,9 @@ async def ready(data_plane: DataPlaneDep) -> JSONResponse:
     }
     if data_plane.draining:
         body["shutting_down"] = True
+    reason = None if ok else data_plane.not_ready_reason()
+    if reason is not None:
+        body["reason"] = reason
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

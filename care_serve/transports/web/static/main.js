@@ -24,6 +24,9 @@ const TASK_NAMES = {
   embedding: "Embedding",
 };
 
+/** The models of GET /models by name: their domain and served parameters. */
+const MODELS = new Map();
+
 const state = {
   image: null, // the Blob sent
   imageUrl: null,
@@ -64,6 +67,38 @@ function fillModelSelect(models) {
   showTaskFields();
 }
 
+/** The model that answers the current choice: the one picked, or the task's default. */
+function answeringModel() {
+  const { task, model } = selection();
+  if (model) return MODELS.get(model);
+  return [...MODELS.values()].find((m) => (m.default_for || []).includes(task));
+}
+
+/** Start the controls at what the answering model serves when a request leaves them out. */
+function applyServedDefaults() {
+  const parameters = answeringModel()?.parameters || {};
+  if (parameters.top_k) {
+    $("top-k").value = String(parameters.top_k.default);
+    $("top-k").max = String(parameters.top_k.maximum);
+  }
+  if (parameters.score_threshold) {
+    const value = Number(parameters.score_threshold.default);
+    $("score-slider").value = String(value);
+    $("score-value").textContent = value.toFixed(2);
+  }
+}
+
+/** What the model knows, next to every result; a warning when the model says it is unsure. */
+function showDomain(answer) {
+  const domain = MODELS.get(answer.model)?.model_card?.domain;
+  $("domain-notice").hidden = !domain;
+  $("domain-notice").textContent = domain ? `${answer.model} knows: ${domain}.` : "";
+  $("uncertain-notice").hidden = !answer.uncertain;
+  $("uncertain-notice").textContent = answer.uncertain
+    ? `This image looks unlike what ${answer.model} was trained on: do not trust these classes.`
+    : "";
+}
+
 function showTaskFields() {
   const { task } = selection();
   for (const field of document.querySelectorAll("[data-task]")) field.hidden = field.dataset.task !== task;
@@ -81,7 +116,10 @@ async function refreshModels() {
     TASKS = (await listTasks()).map((t) => t.name);
     const models = await listModels();
     hideError("models-error");
+    MODELS.clear();
+    for (const m of models) MODELS.set(m.name, m);
     fillModelSelect(models);
+    applyServedDefaults();
     renderModels(models, refreshModels);
     document.body.dataset.models = "listed"; // tests wait for this
   } catch (err) {
@@ -123,6 +161,8 @@ async function run() {
     if (run !== state.runs) return;
     state.answer = null;
     $("result-body").hidden = true;
+    $("domain-notice").hidden = true;
+    $("uncertain-notice").hidden = true;
     $("status").textContent = "The request failed.";
     showError("error", err);
     askForKey(err);
@@ -151,6 +191,7 @@ async function show(task, answer) {
   const ms = answer.timings_ms.total;
   $("status").textContent =
     `${answer.model} v${answer.version}: ${summary} · ${ms.toFixed(1)} ms in the server`;
+  showDomain(answer);
 }
 
 /** Keep the last two embeddings; the previous one of the same model, to compare with. */
@@ -181,6 +222,7 @@ function setImage(blob, description) {
 function wire() {
   $("model-select").addEventListener("change", () => {
     showTaskFields();
+    applyServedDefaults();
     if (state.image) run();
   });
   $("run-form").addEventListener("submit", (event) => {

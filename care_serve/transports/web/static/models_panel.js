@@ -68,6 +68,15 @@ function modelCard(model, act) {
   return card;
 }
 
+/** What an unload left: the version gone, and what of the model still serves. */
+function unloadedText(name, version, info) {
+  const gone = version ? `${name} v${version} is unloaded` : `${name} is unloaded`;
+  const serving = info.loaded_versions || [];
+  if (!serving.length) return `${gone}; no version of it serves now.`;
+  const list = serving.map((v) => `v${v}`).join(", ");
+  return `${gone}; ${list} ${serving.length > 1 ? "serve" : "serves"}.`;
+}
+
 /** Draw `models` in the panel; `refresh()` is called after a load or unload. */
 export function renderModels(models, refresh) {
   const list = $("model-list");
@@ -81,9 +90,7 @@ export function renderModels(models, refresh) {
       const info =
         what === "load" ? await loadModel(name, version, token) : await unloadModel(name, version, token);
       status.textContent =
-        what === "load"
-          ? `${name} v${info.loaded_version} is ${info.state}.`
-          : `${name} is ${info.state === "available" ? "unloaded" : info.state}.`;
+        what === "load" ? `${name} v${info.loaded_version} is ${info.state}.` : unloadedText(name, version, info);
     } catch (err) {
       status.textContent = "";
       showError("models-error", err);
