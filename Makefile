@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# -qq: errors only (setuptools prints a banner on every editable install)
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -43,7 +44,7 @@ bench-load: $(STAMP)
 ## Peer benchmark: care-serve vs FastAPI + onnxruntime, FastAPI + torch, TorchServe.
 ## Installs the `peers` extra (TorchServe needs Java 17). ARGS=--quick for a smoke run.
 bench-peers: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[peers]'
+	$(BIN)/python -m pip install -qq -e '.[peers]'
 	$(BIN)/python -m benchmarks.peers $(ARGS)
 
 ## Regenerate the gRPC code from protos/.
