@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup serve test lint typecheck bench bench-load bench-peers protos clean
 
+# pip -qq: errors only (setuptools prints a banner on every editable install).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# -qq: errors only (setuptools prints a banner on every editable install)
 	$(BIN)/python -m pip install -qq --upgrade pip
 	$(BIN)/python -m pip install -qq -e '.[dev]'
 	touch $(STAMP)
