@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,25 @@ from tests.helpers.paths import FIXTURES, OFFICIAL_S0_CHECKPOINT
 from tests.helpers.stacks import test_settings
 
 StackFactory = Callable[..., BackgroundStack]
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Undo what ``care-serve serve`` run in-process does to the root logger.
+
+    ``configure_logging`` binds a handler to the ``sys.stderr`` of the moment, which under
+    pytest is a capture stream closed after the test: later log lines would hit it.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
