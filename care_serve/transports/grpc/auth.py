@@ -62,7 +62,7 @@ def _authorization(metadata: Any) -> str | None:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Admits unary calls through the ``Authorizer`` before the servicer runs."""
+    """Admits every call through the ``Authorizer`` before the servicer runs."""
 
     def __init__(self, authorizer: Authorizer) -> None:
         self.authorizer = authorizer
@@ -94,53 +94,44 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 )
             note_key(principal.name)
 
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
+        for kind, make, streams_out in _HANDLER_KINDS:
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                return make(
+                    _guarded(behavior, admit, streams_out),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        raise RuntimeError(f"{handler_call_details.method}: a handler of no known kind")
 
-            async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await admit(context)
-                return await unary(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                guarded,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
+# (attribute of the handler, its constructor, whether the behavior yields responses)
+_HANDLER_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+)
 
-            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await admit(context)
-                async for item in stream(request, context):
-                    yield item
 
-            return grpc.unary_stream_rpc_method_handler(
-                guarded_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+def _guarded(
+    behavior: Callable[..., Any],
+    admit: Callable[[grpc.aio.ServicerContext], Awaitable[None]],
+    streams_out: bool,
+) -> Callable[..., Any]:
+    """``behavior`` run only after ``admit`` let the call in (same shape: a coroutine, or an
+    async generator for calls that stream responses)."""
+    if streams_out:
 
-        if handler.stream_stream is not None:
-            duplex = handler.stream_stream
-
-            async def guarded_duplex(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                await admit(context)
-                async for item in duplex(requests, context):
-                    yield item
-
-            return grpc.stream_stream_rpc_method_handler(
-                guarded_duplex,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        collect = handler.stream_unary
-
-        async def guarded_collect(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await admit(context)
-            return await collect(requests, context)
+            async for item in behavior(request, context):
+                yield item
 
-        return grpc.stream_unary_rpc_method_handler(
-            guarded_collect,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return stream
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await admit(context)
+        return await behavior(request, context)
+
+    return call
