@@ -129,26 +129,28 @@ class ModelManager:
         return self.config.model(name).version_policy
 
     # -- start-up ------------------------------------------------------------------------
-    def _no_model(self) -> str | None:
-        """Why the store holds no model (None when it holds one)."""
+    def _held(self) -> list[str]:
+        """The models of the store that have at least one version."""
+        return [n for n in self.repository.model_names() if self.repository.versions(n)]
+
+    def _no_model(self, held: list[str]) -> str | None:
+        """Why the store holds no model (None when ``held``, its models, is not empty)."""
         root = self.repository.root
         if not self.repository.exists():
             return f"the model store {root} does not exist"
-        if not any(self.repository.versions(n) for n in self.repository.model_names()):
-            return f"the model store {root} holds no model"
-        return None
+        return None if held else f"the model store {root} holds no model"
 
     def check_store(self) -> None:
         """Refuse the start (one line) when the store holds no model (unless
         ``allow_empty_store``) or the ``models`` setting names what the store lacks."""
-        empty = self._no_model()
+        held = self._held()
+        empty = self._no_model(held)
         if empty is not None and not self.settings.allow_empty_store:
             raise ConfigurationError(
                 f"{empty}: check the path (--model-store, CARE_SERVE_MODEL_STORE), add a model "
                 "with 'care-serve import' or 'care-serve pull', or start anyway with "
                 "--allow-empty-store (not ready until a model serves)"
             )
-        held = [n for n in self.repository.model_names() if self.repository.versions(n)]
         for entry in self.settings.models:
             if entry == "*":
                 continue
@@ -203,7 +205,7 @@ class ModelManager:
         self._threads = self.settings.threads_per_model(len(targets))
         for name, _ in targets:
             self._record(name).wanted = True
-        self.empty_store = self._no_model()
+        self.empty_store = self._no_model(self._held())
         if self.empty_store is not None:
             lines.append(
                 f"WARNING {self.empty_store} (allow_empty_store): the store is empty, nothing "
