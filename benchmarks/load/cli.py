@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from care_serve.commands.sizes import SIZE_HELP, image_size
+from care_serve.commands.sizes import add_image_size_option
 
 
 def register(subparsers: Any) -> None:
@@ -41,13 +41,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--url", default=None, help="a running server's REST URL (loopback)")
     parser.add_argument("--grpc-target", default=None, help="its gRPC host:port (loopback)")
-    parser.add_argument(
-        "--image-size",
-        type=image_size,
-        default=(480, 640),
-        metavar="S|HxW",
-        help=f"size of the generated test JPEG: {SIZE_HELP} (default 480x640)",
-    )
+    add_image_size_option(parser)
     parser.add_argument("--engine-seconds", type=float, default=2.0, help="per batch size")
     parser.set_defaults(handler=run)
 

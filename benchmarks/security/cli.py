@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from care_serve.commands.sizes import SIZE_HELP, image_size
+from care_serve.commands.sizes import add_image_size_option
 
 # "plaintext again" is a second plaintext server: its difference from the first is the noise.
 CONFIGS = ("plaintext", "plaintext again", "tls", "keys", "tls+keys")
@@ -45,13 +45,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (order rotated)")
-    parser.add_argument(
-        "--image-size",
-        type=image_size,
-        default=(480, 640),
-        metavar="S|HxW",
-        help=f"size of the generated test JPEG: {SIZE_HELP} (default 480x640)",
-    )
+    add_image_size_option(parser)
     parser.set_defaults(handler=run)
 
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["SIZE_HELP", "add_input_size_option", "image_size", "input_size", "parse_size"]
+__all__ = [
+    "SIZE_HELP",
+    "add_image_size_option",
+    "add_input_size_option",
+    "image_size",
+    "input_size",
+    "parse_size",
+]
 
 SIZE_HELP = "S or HxW (height x width)"
 
@@ -61,3 +68,14 @@ def add_input_size_option(
         help=f"{what}: {SIZE_HELP}, multiples of 32" + (f" ({shown})" if shown else ""),
     )
     parser.add_argument("--resolution", dest="input_size", type=input_size, help=argparse.SUPPRESS)
+
+
+def add_image_size_option(parser: argparse.ArgumentParser, default: str = "480x640") -> None:
+    """``--image-size S|HxW``: the size of a benchmark's generated test JPEG."""
+    parser.add_argument(
+        "--image-size",
+        type=image_size,
+        default=image_size(default),
+        metavar="S|HxW",
+        help=f"size of the generated test JPEG: {SIZE_HELP} (default {default})",
+    )
