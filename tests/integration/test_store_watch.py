@@ -7,7 +7,6 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,9 @@ from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
 from care_serve.store import write_package
 from tests.helpers.packages import LABELS, jpeg_bytes, make_manifest
+from tests.helpers.waiting import wait_for
 
 POLL_S = 0.1
-
-
-def _wait_for(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _serving(url: str, name: str = "tiny") -> list[int]:
@@ -84,12 +75,12 @@ def test_versions_come_and_go_under_load_without_a_failed_request(
     try:
         time.sleep(0.5)
         write_package(store, make_manifest(version=3), tiny_models[1][1], LABELS)
-        _wait_for(lambda: _serving(url) == [1, 2, 3], "version 3 to serve")
+        wait_for(lambda: _serving(url) == [1, 2, 3], "version 3 to serve")
         time.sleep(0.5)
         stop_v1.set()  # its clients move away before version 1 leaves the store
         workers[-2].join(30)
         shutil.rmtree(store / "tiny" / "1")
-        _wait_for(lambda: _serving(url) == [2, 3], "version 1 to leave")
+        wait_for(lambda: _serving(url) == [2, 3], "version 1 to leave")
         time.sleep(0.5)
     finally:
         stop.set()
@@ -116,10 +107,10 @@ def test_versions_come_and_go_under_load_without_a_failed_request(
 
     # a new model appears and a removed one goes
     write_package(store, make_manifest(name="other"), tiny_models[2][1], LABELS)
-    _wait_for(lambda: _serving(url, "other") == [1], "the new model to serve")
+    wait_for(lambda: _serving(url, "other") == [1], "the new model to serve")
     assert httpx.post(f"{url}/classify?model=other", content=data).status_code == 200
     shutil.rmtree(store / "other")
-    _wait_for(lambda: httpx.get(f"{url}/models/other").status_code == 404, "other to go")
+    wait_for(lambda: httpx.get(f"{url}/models/other").status_code == 404, "other to go")
     assert httpx.get(f"{url}/health/ready").status_code == 200
 
 
@@ -136,7 +127,7 @@ def test_a_broken_new_version_keeps_the_old_one_serving(
         status = httpx.get(f"{url}/models/tiny").json()["version_status"]
         return any(s["version"] == 2 and s["state"] == "failed" for s in status)
 
-    _wait_for(failed, "version 2 to fail")
+    wait_for(failed, "version 2 to fail")
     detail = httpx.get(f"{url}/models/tiny").json()
     assert detail["loaded_versions"] == [1] and detail["state"] == "ready"
     assert detail["error_version"] == 2 and "cannot load" in detail["error"]
@@ -144,7 +135,7 @@ def test_a_broken_new_version_keeps_the_old_one_serving(
     assert _classify_version(url) == 1
     # not retried while its files stay the same
     polls = watcher.polls
-    _wait_for(lambda: watcher.polls >= polls + 5, "five more polls")
+    wait_for(lambda: watcher.polls >= polls + 5, "five more polls")
     metrics = httpx.get(f"{url}/metrics").text
     assert 'care_model_load_failures_total{model="tiny",version="2"} 1.0' in metrics
     assert 'care_model_load_error{model="tiny",version="2"} 1.0' in metrics
@@ -153,7 +144,7 @@ def test_a_broken_new_version_keeps_the_old_one_serving(
 
     # fixed in place: loaded on the next poll, and the old version retires (latest 1)
     write_package(store, make_manifest(version=2), tiny_models[2][1], LABELS, overwrite=True)
-    _wait_for(lambda: _serving(url) == [2], "the fixed version to replace the old one")
+    wait_for(lambda: _serving(url) == [2], "the fixed version to replace the old one")
     detail = httpx.get(f"{url}/models/tiny").json()
     assert detail["error"] is None and detail["error_version"] is None
     assert _classify_version(url) == 2
@@ -163,7 +154,7 @@ def test_a_broken_new_version_keeps_the_old_one_serving(
     # a version changed in place reloads (same number, new files)
     write_package(store, make_manifest(version=2), tiny_models[1][1], LABELS, overwrite=True)
     before = stack.stack.manager.loaded()["tiny"]
-    _wait_for(lambda: stack.stack.manager.loaded()["tiny"] is not before, "the reload")
+    wait_for(lambda: stack.stack.manager.loaded()["tiny"] is not before, "the reload")
     assert _classify_version(url) == 2
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +20,11 @@ from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
 from care_serve.store import write_package
 from care_serve.store.signing import generate_key, load_private_key, sign_package
 from tests.helpers.packages import LABELS, jpeg_bytes, make_manifest
+from tests.helpers.waiting import wait_for
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 POLL_S = 0.1
-
-
-def _wait_for(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _tampered(store: Path, tiny_models: dict, version: int) -> None:
@@ -92,14 +82,14 @@ def test_tampered_weights_in_the_watched_store_keep_the_old_version_serving(
         status = httpx.get(f"{url}/models/tiny").json()["version_status"]
         return any(s["version"] == 2 and s["state"] == "failed" for s in status)
 
-    _wait_for(failed, "version 2 to be refused")
+    wait_for(failed, "version 2 to be refused")
     detail = httpx.get(f"{url}/models/tiny").json()
     assert detail["loaded_versions"] == [1] and detail["state"] == "ready"
     assert detail["error"].startswith("tiny/2/model.onnx: sha256 "), detail["error"]
     assert _classify_version(url) == 1
     # written again, whole: it verifies, loads and replaces version 1 (latest 1)
     write_package(store, make_manifest(version=2), tiny_models[2][1], LABELS, overwrite=True)
-    _wait_for(lambda: httpx.get(f"{url}/models/tiny").json()["loaded_versions"] == [2], "v2")
+    wait_for(lambda: httpx.get(f"{url}/models/tiny").json()["loaded_versions"] == [2], "v2")
     assert _classify_version(url) == 2
 
 
