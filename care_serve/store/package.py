@@ -25,7 +25,15 @@ from care_serve.errors import ModelStoreError
 from care_serve.store.integrity import digest_files, package_files, verify_files
 from care_serve.store.manifest import LABELS_FILE, MANIFEST_FILE, SIGNATURE_FILE, Manifest
 
-__all__ = ["add_digests", "package_path", "read_labels", "read_manifest", "write_package"]
+__all__ = [
+    "add_digests",
+    "package_path",
+    "read_labels",
+    "read_manifest",
+    "replace_file",
+    "rewrite_manifest",
+    "write_package",
+]
 
 
 def package_path(store: str | os.PathLike[str], name: str, version: int) -> Path:
@@ -185,13 +193,29 @@ def add_digests(package_dir: str | os.PathLike[str]) -> dict[str, str] | None:
     except ValidationError as exc:
         raise ModelStoreError(f"{path}: invalid manifest: {_format_validation(exc)}") from exc
     verify_files(root, updated, where)  # covers the weights and labels, files unchanged since
-    tmp = root / f".{MANIFEST_FILE}.tmp-{os.getpid()}"
+    rewrite_manifest(root, document)
+    return files
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it, renamed into place, so
+    a reader sees the old file or the new one, never part of it (the umask sets the mode)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask applies
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(document, indent=2) + "\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    (root / SIGNATURE_FILE).unlink(missing_ok=True)
-    return files
+
+
+def rewrite_manifest(package_dir: Path, document: dict[str, object]) -> bool:
+    """Replace ``manifest.json`` with ``document`` (already validated by the caller) and
+    remove the signature of the old manifest; True when there was one (sign again)."""
+    replace_file(package_dir / MANIFEST_FILE, (json.dumps(document, indent=2) + "\n").encode())
+    signature = package_dir / SIGNATURE_FILE
+    if not signature.exists():
+        return False
+    signature.unlink()
+    return True

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from care_serve.errors import ModelStoreError
 from care_serve.store.manifest import MANIFEST_FILE, SIGNATURE_FILE
+from care_serve.store.package import replace_file
 
 __all__ = [
     "Ed25519PrivateKey",
@@ -162,16 +163,7 @@ def sign_package(package_dir: str | os.PathLike[str], key: Ed25519PrivateKey) ->
     manifest_bytes = (root / MANIFEST_FILE).read_bytes()
     signature = key.sign(manifest_bytes)
     path = root / SIGNATURE_FILE
-    tmp = root / f".{SIGNATURE_FILE}.tmp-{os.getpid()}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask applies
-        try:
-            os.write(fd, base64.b64encode(signature) + b"\n")
-        finally:
-            os.close(fd)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_file(path, base64.b64encode(signature) + b"\n")
     return path
 
 

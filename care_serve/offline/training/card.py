@@ -148,8 +148,8 @@ def write_card_evaluation(
     from pydantic import ValidationError
 
     from care_serve.errors import ModelStoreError
-    from care_serve.store.manifest import SIGNATURE_FILE, Manifest
-    from care_serve.store.package import MANIFEST_FILE, read_manifest
+    from care_serve.store.manifest import Manifest
+    from care_serve.store.package import MANIFEST_FILE, read_manifest, rewrite_manifest
 
     path = package / MANIFEST_FILE
     document = json.loads(path.read_text(encoding="utf-8"))
@@ -165,11 +165,4 @@ def write_card_evaluation(
         Manifest.model_validate(document)
     except ValidationError as exc:
         raise ModelStoreError(f"{path}: the updated card would not validate ({exc})") from exc
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    signature = package / SIGNATURE_FILE
-    if not signature.exists():
-        return False
-    signature.unlink()
-    return True
+    return rewrite_manifest(package, document)
