@@ -34,6 +34,7 @@ from care_serve.serving.store_watcher import StoreWatcher
 from care_serve.serving.workers import WorkerPools
 from care_serve.settings import Settings
 from care_serve.store.repository import ModelRepository
+from care_serve.streams.manager import StreamManager
 from care_serve.transports.grpc.server import GrpcServer, port_message
 from care_serve.transports.rest.app import create_app
 
@@ -93,7 +94,8 @@ class ServingStack:
         self.manager = ModelManager(self.repository, settings, self.metrics)
         self.pools = WorkerPools(settings)
         self.data_plane = DataPlane(settings, self.manager, self.metrics, self.pools)
-        self.app = create_app(settings, self.data_plane)
+        self.streams = StreamManager(self.data_plane)
+        self.app = create_app(settings, self.data_plane, self.streams)
         self.http_port = 0
         self.grpc_port = 0
         self.startup_report: list[str] = []
@@ -116,6 +118,7 @@ class ServingStack:
                 raise ConfigurationError(str(exc)) from None
         # A store without a model, or a --models entry it lacks, is refused before any port.
         self.manager.check_store()
+        self.streams.check()
         # Both ports first: a port in use is refused before minutes of model loading.
         sock = _bind(self.settings.host, self.settings.http_port)
         if self.settings.enable_grpc:
@@ -158,6 +161,7 @@ class ServingStack:
             await self._grpc.start()
             await self._grpc.set_serving(self.data_plane.ready())
             self.grpc_port = self._grpc.port
+        await self.streams.start()
         log.info(
             "care-serve ready: REST %s://%s:%d, gRPC %s%s",
             "https" if self.tls else "http",
@@ -203,6 +207,7 @@ class ServingStack:
         end = loop.time() + grace
         if self.watcher is not None:
             await self.watcher.stop()
+        await self.streams.stop()  # ends their event and preview feeds, so connections close
         self.data_plane.start_draining()
         waits: list[Coroutine[Any, Any, Any]] = []
         if self._grpc is not None:

@@ -167,6 +167,16 @@ class Settings(BaseSettings):
         "e.g. https://dash.local); empty = no CORS headers.",
     )
 
+    # --- streams -------------------------------------------------------------------------
+    streams: Path | None = Field(
+        default=None,
+        description='A JSON file of streams to start with the server ({"streams": [...]}, '
+        "as in store.json); they run beside those of store.json.",
+    )
+    max_streams: int = Field(
+        default=16, ge=0, le=256, description="At most this many streams run at once."
+    )
+
     # --- threads -------------------------------------------------------------------------
     intra_op_threads: int = Field(
         default=0, ge=0, description="Backend threads per model; 0 = cores / models at start-up."

@@ -124,3 +124,58 @@ class ServingMetrics:
             MODEL_LABELS,
             registry=registry,
         )
+        # -- pipelines ----------------------------------------------------------------
+        self.pipeline_requests = Counter(
+            "care_pipeline_requests",
+            "Pipeline runs by outcome (as care_inference_requests); protocol 'stream' for "
+            "the frames of streams.",
+            ("pipeline", "protocol", "outcome"),
+            registry=registry,
+        )
+        self.pipeline_step_duration = Histogram(
+            "care_pipeline_step_duration_seconds",
+            "Time of each step of a pipeline run (decode, each model's step, crop, total).",
+            ("pipeline", "step"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.pipeline_crops = Histogram(
+            "care_pipeline_crops",
+            "Boxes cropped and classified per pipeline run.",
+            ("pipeline",),
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        # -- streams --------------------------------------------------------------------
+        self.stream_frames = Counter(
+            "care_stream_frames",
+            "Frames of a stream: 'processed' (gave a result), 'dropped' (a newer frame came "
+            "first, or the frame-rate cap), 'failed' (the pipeline or model refused it).",
+            ("stream", "outcome"),
+            registry=registry,
+        )
+        self.stream_latency = Histogram(
+            "care_stream_latency_seconds",
+            "Capture-to-event time of each processed frame (from the decoder to the event).",
+            ("stream",),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.stream_reconnects = Counter(
+            "care_stream_reconnects",
+            "Times a stream's source was opened again after it failed or ended.",
+            ("stream",),
+            registry=registry,
+        )
+        self.stream_sink_failures = Counter(
+            "care_stream_sink_failures",
+            "Events a sink could not deliver (after its retries) or dropped (queue full).",
+            ("stream", "sink"),
+            registry=registry,
+        )
+        self.stream_up = Gauge(
+            "care_stream_up",
+            "1 while the stream's source delivers frames, else 0.",
+            ("stream",),
+            registry=registry,
+        )

@@ -58,6 +58,7 @@ class _Item:
     future: asyncio.Future[tuple[Outputs, BatchTiming]]
     enqueued: float
     deadline: float | None
+    background: bool = False
 
 
 class DynamicBatcher:
@@ -106,11 +107,13 @@ class DynamicBatcher:
         return not self._queue and not self._executing
 
     async def submit(
-        self, array: np.ndarray, deadline: float | None = None
+        self, array: np.ndarray, deadline: float | None = None, *, background: bool = False
     ) -> tuple[Outputs, BatchTiming]:
         """Queue one ``(3, H, W)`` sample; wait for its outputs (batch axis removed).
 
         ``deadline`` is an absolute time on the event loop's clock (``loop.time()``).
+        A ``background`` sample (a stream's frame) joins a batch only after every
+        interactive sample queued: requests go first.
         """
         if self._closed or self._loop is None or self._wakeup is None:
             raise ModelNotReady(f"model {self.name} is not accepting requests (unloading)")
@@ -129,7 +132,7 @@ class DynamicBatcher:
                     f"{self.config.max_batch_size}); retry later"
                 )
         future: asyncio.Future[tuple[Outputs, BatchTiming]] = loop.create_future()
-        self._queue.append(_Item(array, future, now, deadline))
+        self._queue.append(_Item(array, future, now, deadline, background))
         self._report_depth()
         self._wakeup.set()
         if deadline is None:
@@ -232,11 +235,12 @@ class DynamicBatcher:
                 await self._execute(batch)
 
     def _take(self) -> list[_Item]:
-        batch: list[_Item] = []
-        while self._queue and len(batch) < self.config.max_batch_size:
-            item = self._queue.popleft()
-            if not item.future.done():
-                batch.append(item)
+        """The next batch: interactive samples first, then background ones, each oldest first."""
+        waiting = [item for item in self._queue if not item.future.done()]
+        ordered = [i for i in waiting if not i.background] + [i for i in waiting if i.background]
+        batch = ordered[: self.config.max_batch_size]
+        taken = {id(item) for item in batch}
+        self._queue = deque(item for item in waiting if id(item) not in taken)
         self._report_depth()
         return batch
 

@@ -40,8 +40,6 @@ from care_serve.errors import (
     CareServeError,
     DeadlineExceeded,
     InvalidInput,
-    ModelNotReady,
-    NotFound,
     ServerBusy,
     ShuttingDown,
 )
@@ -60,13 +58,15 @@ from care_serve.observability.request_context import current_key, note_model
 from care_serve.serving.auth import Authorizer
 from care_serve.serving.loader import LoadedModel
 from care_serve.serving.manager import ModelManager
+from care_serve.serving.outcomes import outcome_of
+from care_serve.serving.pipelines import PipelineRunner
 from care_serve.serving.status import ModelList, ModelStatus
 from care_serve.serving.workers import WorkerPools
 from care_serve.settings import Settings
 from care_serve.store.repository import check_name, check_version
 from care_serve.tasks.base import InferenceResult
 
-__all__ = ["BodyReader", "DataPlane", "InferenceResult", "outcome_of"]
+__all__ = ["BodyReader", "DataPlane", "InferenceResult"]
 
 T = TypeVar("T")
 BodyReader = Callable[[], Awaitable[bytes]]
@@ -95,21 +95,7 @@ class _Request:
     deadline: float
     limit_s: float
     labels: tuple[str, str, str]
-
-
-def outcome_of(exc: BaseException) -> str:
-    """The ``outcome`` label of a failed request."""
-    if isinstance(exc, ServerBusy):
-        return "overloaded"
-    if isinstance(exc, DeadlineExceeded):
-        return "timeout"
-    if isinstance(exc, NotFound):
-        return "not_found"
-    if isinstance(exc, InvalidInput):
-        return "invalid_input"
-    if isinstance(exc, ModelNotReady):
-        return "unavailable"
-    return "error"
+    background: bool = False
 
 
 def _note_target(name: str, version: int | str | None) -> None:
@@ -143,6 +129,7 @@ class DataPlane:
         self.metrics = metrics
         self.pools = pools
         self.auth = Authorizer(settings, metrics)
+        self.pipelines = PipelineRunner(self)
         self.draining = False
         self.inflight = 0
         self._abort: asyncio.Future[None] | None = None
@@ -202,15 +189,19 @@ class DataPlane:
         params: Mapping[str, Any] | BaseModel | None = None,
         protocol: str,
         timeout_s: float | None = None,
+        background: bool = False,
     ) -> list[InferenceResult]:
         """Run several images (encoded, RGB frames or input tensors) through model ``name``.
 
-        Every image is one item of the model's batcher, so the images of one request
-        batch with each other and with other requests; they share the request's
+        Every image is one item of the model's batcher; the images of one request are
+        prepared first and queued together, so they batch with each other (and with
+        other requests); they share the request's
         deadline and count as that many requests for admission. The request counts
         once in ``care_inference_requests`` and its duration; the stage histograms
         get one observation per image. ``params`` is either the task's request
         parameters (validated by the task) or an already-parsed parameter object.
+        ``background`` work (a stream's frames) yields to requests in the batcher and
+        may hold at most half of the model's places.
         """
         started = asyncio.get_running_loop().time()
         loaded = self._lookup(protocol, lambda: self.serving_model(name, version))
@@ -224,9 +215,11 @@ class DataPlane:
             raise exc
 
         async def run(request: _Request) -> list[InferenceResult]:
-            return await _all(self._run_one(request, item) for item in items)
+            return await self._run_together(request, items)
 
-        return await self._serve(loaded, len(items), params, protocol, timeout_s, started, run)
+        return await self._serve(
+            loaded, len(items), params, protocol, timeout_s, started, run, background
+        )
 
     def serving_model(self, name: str, version: int | str | None = None) -> LoadedModel:
         """The loaded version of ``name`` serving requests (``NotFound``, ``ModelNotReady``)."""
@@ -260,12 +253,13 @@ class DataPlane:
         timeout_s: float | None,
         started: float,
         run: Callable[[_Request], Awaitable[T]],
+        background: bool = False,
     ) -> T:
         """Admission, parameters, deadline, metrics and bookkeeping around ``run``."""
         labels = (loaded.name, str(loaded.version), protocol)
         note_model(loaded.name, loaded.version)  # for the access log line
         try:
-            self.manager.admit(loaded, images)
+            self.manager.admit(loaded, images, background=background)
         except ServerBusy as exc:
             self.record_rejected(loaded, protocol, exc)
             raise
@@ -275,7 +269,7 @@ class DataPlane:
                 params if isinstance(params, BaseModel) else loaded.task.parse_params(params or {})
             )
             limit = self._limit_s(loaded, timeout_s)
-            request = _Request(loaded, parsed, started, started + limit, limit, labels)
+            request = _Request(loaded, parsed, started, started + limit, limit, labels, background)
             result = await run(request)
         except CareServeError as exc:
             self.metrics.requests.labels(*labels, current_key(), outcome_of(exc)).inc()
@@ -322,14 +316,34 @@ class DataPlane:
 
     async def _run_one(self, request: _Request, item: ImageInput) -> InferenceResult:
         """One image: prepare, batch, post-process, each stage within the deadline."""
-        loop = asyncio.get_running_loop()
-        loaded, labels = request.loaded, request.labels
+        return await self._complete(request, await self._prepared(request, item))
+
+    async def _run_together(
+        self, request: _Request, items: Sequence[ImageInput]
+    ) -> list[InferenceResult]:
+        """Several images: all prepared first, then queued in one go, so they batch together."""
+        if len(items) == 1:
+            return [await self._run_one(request, items[0])]
+        prepared = await _all(self._prepared(request, item) for item in items)
+        return await _all(self._complete(request, p) for p in prepared)
+
+    async def _prepared(self, request: _Request, item: ImageInput) -> _Prepared:
+        """Decode and preprocess ``item`` within the deadline."""
+        loaded = request.loaded
         prepared = await self._stage("decoding", self._prepare(loaded, item, request), request)
-        self.metrics.preprocess_duration.labels(*labels).observe(
+        self.metrics.preprocess_duration.labels(*request.labels).observe(
             prepared.decode_s + prepared.preprocess_s
         )
+        return prepared
+
+    async def _complete(self, request: _Request, prepared: _Prepared) -> InferenceResult:
+        """Batch, compute and post-process a prepared image within the deadline."""
+        loop = asyncio.get_running_loop()
+        loaded, labels = request.loaded, request.labels
         outputs, timing = await self._stage(
-            "queueing and compute", loaded.batcher.submit(prepared.array, request.deadline), request
+            "queueing and compute",
+            loaded.batcher.submit(prepared.array, request.deadline, background=request.background),
+            request,
         )
         self.metrics.queue_duration.labels(*labels).observe(timing.queue_s)
         self.metrics.compute_duration.labels(*labels).observe(timing.compute_s)

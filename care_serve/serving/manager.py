@@ -343,14 +343,21 @@ class ModelManager:
             )
         return loaded
 
-    def admit(self, loaded: LoadedModel, images: int = 1) -> None:
+    def admit(self, loaded: LoadedModel, images: int = 1, *, background: bool = False) -> None:
         """Hold ``loaded`` for a request of ``images`` images, or ``ServerBusy`` when full.
 
         Counted from arrival (before the body is read or decoded): at most
         ``max_queue_size + max_batch_size`` images per model version at once.
+        Background work (stream frames) may hold at most half of that, so requests
+        always find room.
         """
         batching = loaded.manifest.batching
         limit = batching.max_queue_size + batching.max_batch_size
+        if background and loaded.inflight + images > limit // 2:
+            raise ServerBusy(
+                f"model {loaded.name!r} has {loaded.inflight} images in flight; stream frames "
+                f"may hold at most half of its {limit} places"
+            )
         if loaded.inflight + images > limit:
             raise ServerBusy(
                 f"model {loaded.name!r} has {loaded.inflight} requests in flight (the limit is "

@@ -17,6 +17,9 @@ Everything is optional::
   ``{"specific": [..]}`` exactly those, ``{"all": true}`` every one.
 - ``default_version``: the version that answers requests naming no version (without
   it, the highest version serving).
+- ``pipelines``: name -> a detector and a classifier of its crops
+  (``care_serve.store.pipelines``); served as ``POST /pipelines/{name}``.
+- ``streams``: cameras and files processed from start-up (``care_serve.store.streams``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from care_serve.errors import ModelStoreError
 from care_serve.store.manifest import validate_model_name, validate_version
+from care_serve.store.pipelines import PipelineSpec
+from care_serve.store.streams import StreamSpec
 from care_serve.task_registry import task_names
 
 __all__ = ["STORE_FILE", "ModelConfig", "StoreConfig", "VersionPolicy", "read_store_config"]
@@ -97,6 +102,8 @@ class StoreConfig(BaseModel):
 
     defaults: dict[str, str] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    pipelines: dict[str, PipelineSpec] = Field(default_factory=dict)
+    streams: tuple[StreamSpec, ...] = ()
 
     @field_validator("defaults")
     @classmethod
@@ -106,11 +113,20 @@ class StoreConfig(BaseModel):
             raise ValueError(f"unknown tasks {unknown}; tasks are {', '.join(task_names())}")
         return {task: validate_model_name(name) for task, name in value.items()}
 
-    @field_validator("models")
+    @field_validator("models", "pipelines")
     @classmethod
-    def _names(cls, value: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
             validate_model_name(name)
+        return value
+
+    @field_validator("streams")
+    @classmethod
+    def _stream_names(cls, value: tuple[StreamSpec, ...]) -> tuple[StreamSpec, ...]:
+        names = [stream.name for stream in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"stream names must be unique; {twice} appear more than once")
         return value
 
     def model(self, name: str) -> ModelConfig:

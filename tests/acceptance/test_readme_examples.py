@@ -32,6 +32,10 @@ NOT_RUN = {
     "covers pull against a loopback stand-in and import",
     ".venv/bin/care-serve keys add camera-1": "needs your own certificate files; "
     "tests/integration/security runs the same options with certificates made in the test",
+    "curl -X POST -H \"Authorization: Bearer s3cret\" -H 'Content-Type: application/json' \\": (
+        "needs a camera and a broker on your network; tests/integration/streams runs streams "
+        "from GStreamer's RTSP server to Mosquitto on loopback"
+    ),
 }
 
 

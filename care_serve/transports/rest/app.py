@@ -10,10 +10,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from care_serve import __version__
 from care_serve.serving.data_plane import DataPlane
 from care_serve.settings import Settings
+from care_serve.streams.manager import StreamManager
 from care_serve.transports.rest.access import AccessLogMiddleware
 from care_serve.transports.rest.errors import install_error_handlers
 from care_serve.transports.rest.openapi import install_openapi
-from care_serve.transports.rest.routers import health, inference, models, tasks
+from care_serve.transports.rest.routers import (
+    health,
+    inference,
+    models,
+    pipelines,
+    streams,
+    tasks,
+)
 from care_serve.transports.rest.security import AuthMiddleware, SecurityHeadersMiddleware
 from care_serve.transports.v2 import rest as v2_rest
 from care_serve.transports.web import install_docs, install_web
@@ -21,7 +29,9 @@ from care_serve.transports.web import install_docs, install_web
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
+def create_app(
+    settings: Settings, data_plane: DataPlane, stream_manager: StreamManager | None = None
+) -> FastAPI:
     """The REST app serving ``data_plane`` (shared with the gRPC server)."""
     meta: dict[str, Any] = {
         "title": "care-serve",
@@ -43,8 +53,11 @@ def create_app(settings: Settings, data_plane: DataPlane) -> FastAPI:
         install_docs(app)
     app.state.data_plane = data_plane
     app.state.settings = settings
+    app.state.streams = stream_manager or StreamManager(data_plane)
     install_error_handlers(app)
     app.include_router(inference.router)
+    app.include_router(pipelines.router)
+    app.include_router(streams.router)
     app.include_router(models.router)
     app.include_router(tasks.router)
     app.include_router(health.router)

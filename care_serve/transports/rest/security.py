@@ -28,6 +28,7 @@ _OPEN_PATHS = frozenset(
 )
 _OPEN_PREFIXES = ("/ui/", "/docs", "/redoc")
 _ADMIN_PATH = re.compile(r"^/models/[^/]+/(load|unload)$|^/v2/repository(/|$)")
+_STREAMS = re.compile(r"^/streams(/[^/]+)?$")  # adding and removing streams
 _AUTHORIZATION = b"authorization"
 
 
@@ -37,7 +38,7 @@ def access_of(method: str, path: str, metrics_open: bool) -> Access:
         return "open"
     if path == "/metrics":
         return "open" if metrics_open else "infer"
-    if _ADMIN_PATH.match(path):
+    if _ADMIN_PATH.match(path) or (method in ("POST", "DELETE") and _STREAMS.match(path)):
         return "admin"
     return "infer"
 

@@ -162,3 +162,42 @@ def test_crashed_batch_task_fails_pending_and_restarts() -> None:
         await batcher.close()
 
     _run(main())
+
+
+def test_requests_go_before_background_samples() -> None:
+    """Queued stream frames (background) join a batch only after every queued request."""
+    backend = FakeBackend()
+    order: list[float] = []
+
+    def run(batch: np.ndarray) -> dict[str, np.ndarray]:
+        out = backend.run(batch)
+        order.extend(float(v) for v in batch.reshape(batch.shape[0], -1)[:, 0])
+        return out
+
+    async def main() -> None:
+        executor = ThreadPoolExecutor(1)
+        config = BatchingConfig(max_batch_size=2, max_queue_delay_ms=0, max_queue_size=64)
+        batcher = DynamicBatcher(run, config, executor, name="fake")
+        batcher.start()
+        backend.gate.clear()
+        first = asyncio.ensure_future(batcher.submit(np.full((1,), -1, np.float32)))
+        await asyncio.sleep(0.05)  # executing (held): the rest queue behind it
+        background = [
+            asyncio.ensure_future(
+                batcher.submit(np.full((1,), 10 + i, np.float32), background=True)
+            )
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.01)
+        requests = [
+            asyncio.ensure_future(batcher.submit(np.full((1,), i, np.float32))) for i in range(3)
+        ]
+        await asyncio.sleep(0.01)
+        backend.gate.set()
+        await asyncio.gather(first, *background, *requests)
+        await batcher.close()
+        executor.shutdown()
+
+    _run(main())
+    # The held sample, then the three requests (in order), then the stream frames.
+    assert order == [-1, 0, 1, 2, 10, 11, 12]

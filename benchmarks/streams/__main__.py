@@ -1,0 +1,5 @@
+"""``python -m benchmarks.streams``: see ``benchmarks.streams.cli``."""
+
+from benchmarks.streams.cli import main
+
+raise SystemExit(main())
