@@ -124,7 +124,11 @@ class ServingStack:
         if self.settings.enable_grpc:
             try:
                 self._grpc = GrpcServer(
-                    self.data_plane, self.settings.host, self.settings.grpc_port, self.tls
+                    self.data_plane,
+                    self.settings.host,
+                    self.settings.grpc_port,
+                    self.tls,
+                    streams=self.streams,
                 )
             except PortInUse:
                 sock.close()

@@ -1,7 +1,8 @@
 """gRPC credentials check: one interceptor for both services on the port.
 
 Each method needs an ``Access`` (health, reflection and v2 server liveness/readiness
-are open; load, unload and the v2 repository extension need admin; the rest infer).
+are open; load, unload, adding and removing streams and the v2 repository extension need
+admin; the rest infer).
 The ``authorization`` metadata (``Bearer <key>``) goes to the data plane's
 ``Authorizer``; refusals are UNAUTHENTICATED, PERMISSION_DENIED or
 RESOURCE_EXHAUSTED with a ``retry-after`` (seconds) trailer.
@@ -26,6 +27,8 @@ _ADMIN = frozenset(
     {
         _OWN + "LoadModel",
         _OWN + "UnloadModel",
+        _OWN + "AddStream",
+        _OWN + "RemoveStream",
         _V2 + "RepositoryIndex",
         _V2 + "RepositoryModelLoad",
         _V2 + "RepositoryModelUnload",

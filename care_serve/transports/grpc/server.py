@@ -21,6 +21,7 @@ from care_serve.grpc_gen.inference import POOL as V2_POOL
 from care_serve.grpc_gen.inference import grpc_service_pb2_grpc as v2_grpc
 from care_serve.security.tls import TlsMaterial
 from care_serve.serving.data_plane import DataPlane
+from care_serve.streams.manager import StreamManager
 from care_serve.transports.grpc.access import AccessLogInterceptor
 from care_serve.transports.grpc.auth import AuthInterceptor
 from care_serve.transports.grpc.servicer import InferenceServicer
@@ -104,7 +105,12 @@ class GrpcServer:
     """A ``grpc.aio`` server on the data plane's event loop."""
 
     def __init__(
-        self, data_plane: DataPlane, host: str, port: int, tls: TlsMaterial | None = None
+        self,
+        data_plane: DataPlane,
+        host: str,
+        port: int,
+        tls: TlsMaterial | None = None,
+        streams: StreamManager | None = None,
     ) -> None:
         settings = data_plane.settings
         # Room above the image limit, so an image too large gets the data plane's
@@ -120,7 +126,8 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(data_plane), self.server)
+        own = InferenceServicer(data_plane, streams or StreamManager(data_plane))
+        pb_grpc.add_InferenceServiceServicer_to_server(own, self.server)
         v2_grpc.add_GRPCInferenceServiceServicer_to_server(V2Servicer(data_plane), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -206,7 +206,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
                     "bytes (max_request_bytes)"
                 )
             inputs, raw = parse_inputs(request)
-            model, outputs = await self.protocol.infer(
+            served, served_version, outputs = await self.protocol.infer(
                 request.model_name,
                 request.model_version,
                 inputs,
@@ -216,7 +216,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 timeout_s=timeout_of(context),
             )
             response = pb.ModelInferResponse(
-                model_name=model.name, model_version=str(model.version), id=request.id
+                model_name=served, model_version=str(served_version), id=request.id
             )
             for tensor in outputs:
                 out = response.outputs.add(

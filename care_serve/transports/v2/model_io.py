@@ -48,6 +48,7 @@ from care_serve.transports.v2.codec import Tensor
 
 __all__ = [
     "CLASSIFICATION_PARAMETER",
+    "FRAME_INPUT",
     "IMAGE_INPUT",
     "RequestedOutput",
     "TensorSpec",
@@ -57,6 +58,7 @@ __all__ = [
     "input_specs",
     "output_specs",
     "task_params",
+    "tensor_images",
 ]
 
 IMAGE_INPUT, TENSOR_INPUT, FRAME_INPUT = "image", "input", "frame"
@@ -89,10 +91,6 @@ def input_specs(model: LoadedModel) -> list[TensorSpec]:
 def output_specs(model: LoadedModel) -> list[TensorSpec]:
     """The outputs ``model`` answers: its task's."""
     return model.task.v2_outputs()
-
-
-def _accepted(model: LoadedModel) -> str:
-    return "; ".join(s.describe() for s in input_specs(model))
 
 
 def base64_image_format(element: bytes) -> str | None:
@@ -145,25 +143,28 @@ def image_inputs(
     model: LoadedModel, inputs: Sequence[Tensor], protocol: str = "v2-rest"
 ) -> list[ImageInput]:
     """The images of a request's input tensors, or ``InvalidInput`` saying what is accepted."""
-    accepted = _accepted(model)
+    return tensor_images(f"model {model.name}", input_specs(model), inputs, protocol)
+
+
+def tensor_images(
+    what: str, specs: Sequence[TensorSpec], inputs: Sequence[Tensor], protocol: str
+) -> list[ImageInput]:
+    """The images of the one input tensor of a request to ``what`` that takes ``specs``."""
+    accepted = "; ".join(s.describe() for s in specs)
     if len(inputs) != 1:
         raise InvalidInput(
-            f"model {model.name} takes exactly one input tensor, got {len(inputs)} "
-            f"(accepted: {accepted})"
+            f"{what} takes exactly one input tensor, got {len(inputs)} (accepted: {accepted})"
         )
     tensor = inputs[0]
-    specs = {s.name: s for s in input_specs(model)}
-    spec = specs.get(tensor.name)
+    spec = {s.name: s for s in specs}.get(tensor.name)
     if spec is None:
-        raise InvalidInput(
-            f"model {model.name} has no input {tensor.name!r} (accepted: {accepted})"
-        )
+        raise InvalidInput(f"{what} has no input {tensor.name!r} (accepted: {accepted})")
     shape_ok = len(tensor.shape) == len(spec.shape) and all(
         want in (-1, got) for want, got in zip(spec.shape, tensor.shape, strict=True)
     )
     if tensor.datatype != spec.datatype or not shape_ok:
         raise InvalidInput(
-            f"input {tensor.name!r} of model {model.name} must be {spec.datatype} "
+            f"input {tensor.name!r} of {what} must be {spec.datatype} "
             f"{list(spec.shape)}, got {tensor.datatype} {list(tensor.shape)} "
             f"(accepted: {accepted})"
         )

@@ -3,10 +3,14 @@
 REST (``transports.v2.rest``) and gRPC (``transports.v2.grpc_servicer``) only turn their
 messages into ``Tensor`` / ``RequestedOutput`` objects and back; the metadata, the
 checks of a request against the model and the calls into ``DataPlane`` are here.
+
+A pipeline of ``store.json`` is a model of its own here (``pipeline_io``), named by its
+pipeline's name, unless a model has that name: models come first.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +18,9 @@ from care_serve import __version__
 from care_serve.errors import CareServeError, InvalidInput, NotFound
 from care_serve.serving.data_plane import DataPlane
 from care_serve.serving.loader import LoadedModel
+from care_serve.serving.outcomes import outcome_of
+from care_serve.serving.pipelines import PipelineResult
+from care_serve.store.pipelines import PipelineSpec
 from care_serve.transports.v2.codec import Tensor
 from care_serve.transports.v2.model_io import (
     RequestedOutput,
@@ -29,6 +36,15 @@ from care_serve.transports.v2.parameters import (
     REQUEST_PARAMETERS,
     UNLOAD_PARAMETERS,
     check_parameters,
+)
+from care_serve.transports.v2.pipeline_io import (
+    PIPELINE_INPUTS,
+    PIPELINE_OUTPUTS,
+    PIPELINE_PLATFORM,
+    PIPELINE_VERSION,
+    check_pipeline_requested,
+    pipeline_images,
+    pipeline_outputs,
 )
 
 __all__ = ["EXTENSIONS", "SERVER_NAME", "V2Protocol"]
@@ -74,13 +90,36 @@ class V2Protocol:
             raise InvalidInput("the request names no model")
         return self.data_plane.serving_model(name, _version(version))
 
+    def pipeline(self, name: str, version: str | None = None) -> PipelineSpec | None:
+        """The pipeline ``name`` means (None: a model, or nothing), checking ``version``."""
+        spec = self.data_plane.pipelines.specs().get(name)
+        if spec is None or self._is_model(name):
+            return None
+        wanted = _version(version)
+        if wanted not in (None, PIPELINE_VERSION):
+            raise NotFound(f"pipeline {name} has one version, {PIPELINE_VERSION}; got {wanted}")
+        return spec
+
+    def _is_model(self, name: str) -> bool:
+        plane = self.data_plane
+        return bool(plane.serving_versions(name)) or name in plane.manager.repository.model_names()
+
+    def check_known(self, name: str, version: str | None = None) -> None:
+        """``NotFound`` (or ``ModelNotReady``) unless ``name`` is a pipeline or a served model."""
+        if self.pipeline(name, version) is None:
+            self.model(name, version)
+
     def model_ready(self, name: str, version: str | None = None) -> bool:
         try:
+            if self.pipeline(name, version) is not None:
+                return self.data_plane.pipelines.describe(name).ready
             return self.model(name, version).state == "ready"
         except CareServeError:
             return False
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        if self.pipeline(name, version) is not None:
+            return self._pipeline_metadata(name)
         model = self.model(name, version)
         return {
             "name": model.name,
@@ -98,6 +137,26 @@ class V2Protocol:
             "parameters": {"task": model.manifest.task, "labels": list(model.task.labels)},
         }
 
+    def _pipeline_metadata(self, name: str) -> dict[str, Any]:
+        info = self.data_plane.pipelines.describe(name)
+        return {
+            "name": name,
+            "versions": [str(PIPELINE_VERSION)],
+            "platform": PIPELINE_PLATFORM,
+            "inputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}
+                for s in PIPELINE_INPUTS
+            ],
+            "outputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}
+                for s in PIPELINE_OUTPUTS
+            ],
+            "parameters": {
+                "task": "pipeline",
+                "steps": [{"name": s.name, "model": s.model} for s in info.steps],
+            },
+        }
+
     # -- inference -----------------------------------------------------------------------
     async def infer(
         self,
@@ -109,8 +168,13 @@ class V2Protocol:
         *,
         protocol: str,
         timeout_s: float | None,
-    ) -> tuple[LoadedModel, list[Tensor]]:
-        """Check the request against the model, run it, build the output tensors."""
+    ) -> tuple[str, int, list[Tensor]]:
+        """Check the request against the model, run it; its name, version and output tensors."""
+        if self.pipeline(name, version) is not None:  # counted in care_pipeline_requests
+            outputs = await self._run_pipeline(
+                name, inputs, requested, parameters, protocol, timeout_s
+            )
+            return name, PIPELINE_VERSION, outputs
         model: LoadedModel | None = None
         try:
             model = self.model(name, version)
@@ -135,13 +199,48 @@ class V2Protocol:
             protocol=protocol,
             timeout_s=timeout_s,
         )
-        return model, build_outputs(model, results, requested)
+        return model.name, model.version, build_outputs(model, results, requested)
+
+    async def _run_pipeline(
+        self,
+        name: str,
+        inputs: Sequence[Tensor],
+        requested: Sequence[RequestedOutput],
+        parameters: Mapping[str, Any],
+        protocol: str,
+        timeout_s: float | None,
+    ) -> list[Tensor]:
+        """Each image through pipeline ``name`` at once; the first failure cancels the rest."""
+        try:
+            check_parameters(
+                f"pipeline {name}", parameters, REQUEST_PARAMETERS, noun="request parameter"
+            )
+            items = pipeline_images(name, inputs, protocol)
+            check_pipeline_requested(name, requested)
+        except CareServeError as exc:
+            metrics = self.data_plane.metrics.pipeline_requests
+            metrics.labels(name, protocol, outcome_of(exc)).inc()
+            raise
+        runner = self.data_plane.pipelines
+        runs = [
+            asyncio.ensure_future(runner.run(name, item, protocol=protocol, timeout_s=timeout_s))
+            for item in items
+        ]
+        try:
+            results: list[PipelineResult] = await asyncio.gather(*runs)
+        except BaseException:
+            for run in runs:
+                run.cancel()
+            raise
+        return pipeline_outputs(results, requested)
 
     # -- repository extension ------------------------------------------------------------
     def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
-        """One entry per model version (on disk, loading or serving), as Triton lists them."""
+        """One entry per model version (on disk, loading or serving), as Triton lists them,
+        then one per pipeline that no model's name hides."""
         index = []
-        for model in self.data_plane.list_models().models:
+        models = self.data_plane.list_models().models
+        for model in models:
             for status in model.version_status:
                 state = _STATES.get(status.state, "UNAVAILABLE")
                 if ready_only and state != "READY":
@@ -150,6 +249,18 @@ class V2Protocol:
                 if status.error:
                     entry["reason"] = status.error
                 index.append(entry)
+        names = {m.name for m in models}
+        for info in self.data_plane.pipelines.list():
+            if info.name in names or (ready_only and not info.ready):
+                continue
+            entry = {
+                "name": info.name,
+                "version": str(PIPELINE_VERSION),
+                "state": "READY" if info.ready else "UNAVAILABLE",
+            }
+            if info.problem:
+                entry["reason"] = info.problem
+            index.append(entry)
         return index
 
     async def load(

@@ -158,7 +158,11 @@ async def _metadata(request: Request, name: str, version: str | None) -> Respons
     return await _answer(call)
 
 
-@router.get("/models/{name}", summary="Model metadata: inputs, outputs, labels", responses=ERRORS)
+@router.get(
+    "/models/{name}",
+    summary="Model (or pipeline) metadata: inputs, outputs, labels",
+    responses=ERRORS,
+)
 async def model_metadata(request: Request, name: str) -> Response:
     return await _metadata(request, name, None)
 
@@ -171,7 +175,7 @@ async def model_version_metadata(request: Request, name: str, version: str) -> R
 async def _ready(request: Request, name: str, version: str | None) -> Response:
     async def call() -> Response:
         protocol = _protocol(request)
-        protocol.model(name, version)  # 404 for an unknown model or version
+        protocol.check_known(name, version)  # 404 for an unknown model or version
         ready = protocol.model_ready(name, version)
         return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
@@ -211,7 +215,7 @@ async def _infer(
         limit = protocol.data_plane.settings.max_request_bytes
         body = await read_limited(request, limit, "max_request_bytes")
         parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
-        model, outputs = await protocol.infer(
+        served, served_version, outputs = await protocol.infer(
             name,
             version,
             parsed.inputs,
@@ -220,7 +224,7 @@ async def _infer(
             protocol="v2-rest",
             timeout_s=timeout_s,
         )
-        body, json_length = encode_response(model.name, model.version, parsed, outputs)
+        body, json_length = encode_response(served, served_version, parsed, outputs)
         if json_length is None:
             return Response(body, media_type="application/json")
         return Response(

@@ -54,7 +54,10 @@ def test_rest_repository_index_load_unload_need_the_admin_token(
         "shapes-classifier": "READY",
         "shapes-detector": "UNAVAILABLE",
         "shapes-segmenter": "UNAVAILABLE",
+        "shapes-detect-classify": "UNAVAILABLE",  # a pipeline: its detector is not serving
     }
+    (pipeline,) = [m for m in index if m["name"] == "shapes-detect-classify"]
+    assert "shapes-detector" in pipeline["reason"]
     ready_only = httpx.post(f"{url}/v2/repository/index", json={"ready": True}, headers=AUTH).json()
     assert [m["name"] for m in ready_only] == ["shapes-classifier"]
     r = httpx.post(f"{url}/v2/repository/models/shapes-detector/load")

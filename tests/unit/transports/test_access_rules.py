@@ -48,8 +48,8 @@ def _methods(descriptor: object, service: str) -> list[str]:
 
 
 def test_every_grpc_method_has_the_access_it_should() -> None:
-    admin = {"LoadModel", "UnloadModel", "RepositoryIndex", "RepositoryModelLoad",
-             "RepositoryModelUnload"}  # fmt: skip
+    admin = {"LoadModel", "UnloadModel", "AddStream", "RemoveStream", "RepositoryIndex",
+             "RepositoryModelLoad", "RepositoryModelUnload"}  # fmt: skip
     open_ = {"ServerLive", "ServerReady"}
     methods = _methods(pb.DESCRIPTOR, "InferenceService")
     methods += _methods(v2.DESCRIPTOR, "GRPCInferenceService")

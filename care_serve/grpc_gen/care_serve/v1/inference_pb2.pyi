@@ -319,3 +319,210 @@ class UnloadModelRequest(_message.Message):
     name: str
     version: int
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class RunPipelineRequest(_message.Message):
+    __slots__ = ("pipeline", "image")
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    pipeline: str
+    image: bytes
+    def __init__(self, pipeline: _Optional[str] = ..., image: _Optional[bytes] = ...) -> None: ...
+
+class CropPrediction(_message.Message):
+    __slots__ = ("label", "score")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    score: float
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class CropClassification(_message.Message):
+    __slots__ = ("model", "version", "predictions", "uncertain")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAIN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    predictions: _containers.RepeatedCompositeFieldContainer[CropPrediction]
+    uncertain: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[CropPrediction, _Mapping]]] = ..., uncertain: _Optional[bool] = ...) -> None: ...
+
+class PipelineDetection(_message.Message):
+    __slots__ = ("label", "score", "box", "classification")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    score: float
+    box: Box
+    classification: CropClassification
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., classification: _Optional[_Union[CropClassification, _Mapping]] = ...) -> None: ...
+
+class RunPipelineResponse(_message.Message):
+    __slots__ = ("pipeline", "image_width", "image_height", "detections", "timings_ms")
+    class TimingsMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_MS_FIELD_NUMBER: _ClassVar[int]
+    pipeline: str
+    image_width: int
+    image_height: int
+    detections: _containers.RepeatedCompositeFieldContainer[PipelineDetection]
+    timings_ms: _containers.ScalarMap[str, float]
+    def __init__(self, pipeline: _Optional[str] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., detections: _Optional[_Iterable[_Union[PipelineDetection, _Mapping]]] = ..., timings_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ListPipelinesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PipelineStep(_message.Message):
+    __slots__ = ("name", "model", "task", "serving")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    task: str
+    serving: bool
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., task: _Optional[str] = ..., serving: _Optional[bool] = ...) -> None: ...
+
+class PipelineInfo(_message.Message):
+    __slots__ = ("name", "description", "ready", "steps", "problem")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    ready: bool
+    steps: _containers.RepeatedCompositeFieldContainer[PipelineStep]
+    problem: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., ready: _Optional[bool] = ..., steps: _Optional[_Iterable[_Union[PipelineStep, _Mapping]]] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class ListPipelinesResponse(_message.Message):
+    __slots__ = ("pipelines",)
+    PIPELINES_FIELD_NUMBER: _ClassVar[int]
+    pipelines: _containers.RepeatedCompositeFieldContainer[PipelineInfo]
+    def __init__(self, pipelines: _Optional[_Iterable[_Union[PipelineInfo, _Mapping]]] = ...) -> None: ...
+
+class ListStreamsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStreamRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class AddStreamRequest(_message.Message):
+    __slots__ = ("spec_json",)
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    spec_json: str
+    def __init__(self, spec_json: _Optional[str] = ...) -> None: ...
+
+class RemoveStreamRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class WatchStreamRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class StreamSink(_message.Message):
+    __slots__ = ("type", "url", "connected", "delivered", "failed", "last_error")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    url: str
+    connected: bool
+    delivered: int
+    failed: int
+    last_error: str
+    def __init__(self, type: _Optional[str] = ..., url: _Optional[str] = ..., connected: _Optional[bool] = ..., delivered: _Optional[int] = ..., failed: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
+
+class StreamInfo(_message.Message):
+    __slots__ = ("name", "source", "pipeline", "model", "state", "error", "max_fps", "fps_in", "fps_out", "frames_decoded", "frames_processed", "frames_dropped", "frames_skipped", "frames_failed", "lag_ms", "reconnects", "width", "height", "sinks", "spec_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MAX_FPS_FIELD_NUMBER: _ClassVar[int]
+    FPS_IN_FIELD_NUMBER: _ClassVar[int]
+    FPS_OUT_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_DECODED_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_PROCESSED_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FAILED_FIELD_NUMBER: _ClassVar[int]
+    LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    RECONNECTS_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SINKS_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    source: str
+    pipeline: str
+    model: str
+    state: str
+    error: str
+    max_fps: float
+    fps_in: float
+    fps_out: float
+    frames_decoded: int
+    frames_processed: int
+    frames_dropped: int
+    frames_skipped: int
+    frames_failed: int
+    lag_ms: float
+    reconnects: int
+    width: int
+    height: int
+    sinks: _containers.RepeatedCompositeFieldContainer[StreamSink]
+    spec_json: str
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., pipeline: _Optional[str] = ..., model: _Optional[str] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., max_fps: _Optional[float] = ..., fps_in: _Optional[float] = ..., fps_out: _Optional[float] = ..., frames_decoded: _Optional[int] = ..., frames_processed: _Optional[int] = ..., frames_dropped: _Optional[int] = ..., frames_skipped: _Optional[int] = ..., frames_failed: _Optional[int] = ..., lag_ms: _Optional[float] = ..., reconnects: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[StreamSink, _Mapping]]] = ..., spec_json: _Optional[str] = ...) -> None: ...
+
+class ListStreamsResponse(_message.Message):
+    __slots__ = ("streams",)
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    streams: _containers.RepeatedCompositeFieldContainer[StreamInfo]
+    def __init__(self, streams: _Optional[_Iterable[_Union[StreamInfo, _Mapping]]] = ...) -> None: ...
+
+class StreamEvent(_message.Message):
+    __slots__ = ("stream", "frame", "source_time", "captured_at", "latency_ms", "result_json")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CAPTURED_AT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    stream: str
+    frame: int
+    source_time: float
+    captured_at: float
+    latency_ms: float
+    result_json: str
+    def __init__(self, stream: _Optional[str] = ..., frame: _Optional[int] = ..., source_time: _Optional[float] = ..., captured_at: _Optional[float] = ..., latency_ms: _Optional[float] = ..., result_json: _Optional[str] = ...) -> None: ...

@@ -74,6 +74,41 @@ class InferenceServiceStub:
                 request_serializer=care__serve_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
                 response_deserializer=care__serve_dot_v1_dot_inference__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.RunPipeline = channel.unary_unary(
+                '/care_serve.v1.InferenceService/RunPipeline',
+                request_serializer=care__serve_dot_v1_dot_inference__pb2.RunPipelineRequest.SerializeToString,
+                response_deserializer=care__serve_dot_v1_dot_inference__pb2.RunPipelineResponse.FromString,
+                _registered_method=True)
+        self.ListPipelines = channel.unary_unary(
+                '/care_serve.v1.InferenceService/ListPipelines',
+                request_serializer=care__serve_dot_v1_dot_inference__pb2.ListPipelinesRequest.SerializeToString,
+                response_deserializer=care__serve_dot_v1_dot_inference__pb2.ListPipelinesResponse.FromString,
+                _registered_method=True)
+        self.ListStreams = channel.unary_unary(
+                '/care_serve.v1.InferenceService/ListStreams',
+                request_serializer=care__serve_dot_v1_dot_inference__pb2.ListStreamsRequest.SerializeToString,
+                response_deserializer=care__serve_dot_v1_dot_inference__pb2.ListStreamsResponse.FromString,
+                _registered_method=True)
+        self.GetStream = channel.unary_unary(
+                '/care_serve.v1.InferenceService/GetStream',
+                request_serializer=care__serve_dot_v1_dot_inference__pb2.GetStreamRequest.SerializeToString,
+                response_deserializer=care__serve_dot_v1_dot_inference__pb2.StreamInfo.FromString,
+                _registered_method=True)
+        self.AddStream = channel.unary_unary(
+                '/care_serve.v1.InferenceService/AddStream',
+                request_serializer=care__serve_dot_v1_dot_inference__pb2.AddStreamRequest.SerializeToString,
+                response_deserializer=care__serve_dot_v1_dot_inference__pb2.StreamInfo.FromString,
+                _registered_method=True)
+        self.RemoveStream = channel.unary_unary(
+                '/care_serve.v1.InferenceService/RemoveStream',
+                request_serializer=care__serve_dot_v1_dot_inference__pb2.RemoveStreamRequest.SerializeToString,
+                response_deserializer=care__serve_dot_v1_dot_inference__pb2.StreamInfo.FromString,
+                _registered_method=True)
+        self.WatchStream = channel.unary_stream(
+                '/care_serve.v1.InferenceService/WatchStream',
+                request_serializer=care__serve_dot_v1_dot_inference__pb2.WatchStreamRequest.SerializeToString,
+                response_deserializer=care__serve_dot_v1_dot_inference__pb2.StreamEvent.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -139,6 +174,57 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunPipeline(self, request, context):
+        """Run a pipeline on one image: detections, each with its box's classification.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPipelines(self, request, context):
+        """Every pipeline of the store and whether it can run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStreams(self, request, context):
+        """Every stream and its state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStream(self, request, context):
+        """One stream: state, fps in and out, dropped frames, lag, sinks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddStream(self, request, context):
+        """Start a stream (admin credential); FAILED_PRECONDITION when the name is taken or
+        max_streams run, NOT_FOUND when its pipeline or model does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveStream(self, request, context):
+        """Stop and remove a stream (admin credential).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchStream(self, request, context):
+        """The stream's events from now on, one message per event (what passes its filter);
+        the call ends when the stream is removed or the server stops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +267,41 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.UnloadModel,
                     request_deserializer=care__serve_dot_v1_dot_inference__pb2.UnloadModelRequest.FromString,
                     response_serializer=care__serve_dot_v1_dot_inference__pb2.ModelInfo.SerializeToString,
+            ),
+            'RunPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunPipeline,
+                    request_deserializer=care__serve_dot_v1_dot_inference__pb2.RunPipelineRequest.FromString,
+                    response_serializer=care__serve_dot_v1_dot_inference__pb2.RunPipelineResponse.SerializeToString,
+            ),
+            'ListPipelines': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPipelines,
+                    request_deserializer=care__serve_dot_v1_dot_inference__pb2.ListPipelinesRequest.FromString,
+                    response_serializer=care__serve_dot_v1_dot_inference__pb2.ListPipelinesResponse.SerializeToString,
+            ),
+            'ListStreams': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStreams,
+                    request_deserializer=care__serve_dot_v1_dot_inference__pb2.ListStreamsRequest.FromString,
+                    response_serializer=care__serve_dot_v1_dot_inference__pb2.ListStreamsResponse.SerializeToString,
+            ),
+            'GetStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStream,
+                    request_deserializer=care__serve_dot_v1_dot_inference__pb2.GetStreamRequest.FromString,
+                    response_serializer=care__serve_dot_v1_dot_inference__pb2.StreamInfo.SerializeToString,
+            ),
+            'AddStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddStream,
+                    request_deserializer=care__serve_dot_v1_dot_inference__pb2.AddStreamRequest.FromString,
+                    response_serializer=care__serve_dot_v1_dot_inference__pb2.StreamInfo.SerializeToString,
+            ),
+            'RemoveStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveStream,
+                    request_deserializer=care__serve_dot_v1_dot_inference__pb2.RemoveStreamRequest.FromString,
+                    response_serializer=care__serve_dot_v1_dot_inference__pb2.StreamInfo.SerializeToString,
+            ),
+            'WatchStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchStream,
+                    request_deserializer=care__serve_dot_v1_dot_inference__pb2.WatchStreamRequest.FromString,
+                    response_serializer=care__serve_dot_v1_dot_inference__pb2.StreamEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -399,6 +520,195 @@ class InferenceService:
             '/care_serve.v1.InferenceService/UnloadModel',
             care__serve_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
             care__serve_dot_v1_dot_inference__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/care_serve.v1.InferenceService/RunPipeline',
+            care__serve_dot_v1_dot_inference__pb2.RunPipelineRequest.SerializeToString,
+            care__serve_dot_v1_dot_inference__pb2.RunPipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPipelines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/care_serve.v1.InferenceService/ListPipelines',
+            care__serve_dot_v1_dot_inference__pb2.ListPipelinesRequest.SerializeToString,
+            care__serve_dot_v1_dot_inference__pb2.ListPipelinesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStreams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/care_serve.v1.InferenceService/ListStreams',
+            care__serve_dot_v1_dot_inference__pb2.ListStreamsRequest.SerializeToString,
+            care__serve_dot_v1_dot_inference__pb2.ListStreamsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/care_serve.v1.InferenceService/GetStream',
+            care__serve_dot_v1_dot_inference__pb2.GetStreamRequest.SerializeToString,
+            care__serve_dot_v1_dot_inference__pb2.StreamInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/care_serve.v1.InferenceService/AddStream',
+            care__serve_dot_v1_dot_inference__pb2.AddStreamRequest.SerializeToString,
+            care__serve_dot_v1_dot_inference__pb2.StreamInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/care_serve.v1.InferenceService/RemoveStream',
+            care__serve_dot_v1_dot_inference__pb2.RemoveStreamRequest.SerializeToString,
+            care__serve_dot_v1_dot_inference__pb2.StreamInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/care_serve.v1.InferenceService/WatchStream',
+            care__serve_dot_v1_dot_inference__pb2.WatchStreamRequest.SerializeToString,
+            care__serve_dot_v1_dot_inference__pb2.StreamEvent.FromString,
             options,
             channel_credentials,
             insecure,
