@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +40,7 @@ __all__ = [
     "match_scene",
     "padded_box",
     "scene_frames",
+    "write_frames",
     "write_video",
 ]
 
@@ -164,6 +165,17 @@ def write_video(
     ``h264`` is libx264 (yuv420p, a keyframe every second, no B-frames) and suits ``.mkv``
     or ``.mp4``; ``mjpeg`` (yuvj420p) suits ``.mkv`` or ``.avi``. Returns ``path``.
     """
+    frames = (frame for _, frame in scene_frames(scenes, hold, repeat))
+    return write_frames(path, frames, fps, codec)
+
+
+def write_frames(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: int = 10,
+    codec: Literal["h264", "mjpeg"] = "h264",
+) -> Path:
+    """Write RGB frames (all of one size) as a video at ``fps`` with PyAV (see ``write_video``)."""
     import av
 
     path = Path(path)
@@ -180,9 +192,9 @@ def write_video(
             stream.options = {"q:v": "3"}
             stream.codec_context.qmin = 2
             stream.codec_context.qmax = 4
-        height, width = scenes[0].frame.shape[:2]
-        stream.width, stream.height = width, height
-        for n, (_, frame) in enumerate(scene_frames(scenes, hold, repeat)):
+        for n, frame in enumerate(frames):
+            if n == 0:
+                stream.height, stream.width = frame.shape[:2]
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             video_frame.pts = n
             for packet in stream.encode(video_frame):

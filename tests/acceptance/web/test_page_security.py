@@ -44,10 +44,16 @@ def test_the_page_asks_for_a_key_and_then_classifies_over_tls(browser: Any, tmp_
         tab.goto(stack.http_url + "/")
         tab.wait_for_selector("#api-key-field:not([hidden])")
         assert "Error 401" in tab.inner_text("#models-error .error-title")
+        tab.wait_for_selector("body[data-streams='failed']")
+        assert "Error 401" in tab.inner_text("#streams-error .error-title")
         tab.fill("#api-key", key)
         tab.dispatch_event("#api-key", "change")
         tab.wait_for_selector("body[data-models='listed']")
         assert tab.is_hidden("#models-error")
+        # The streams panel, refused too without the key, lists the streams with it.
+        tab.wait_for_selector("body[data-streams='listed']")
+        assert tab.is_hidden("#streams-error")
+        assert tab.inner_text("#stream-list") == "No stream runs. Add one with the form."
         tab.set_input_files(
             "#file-input",
             files=[

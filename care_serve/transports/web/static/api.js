@@ -30,15 +30,19 @@ async function failure(response) {
 /** The API key the page sends with every call (empty: none); kept in this tab only. */
 export const credentials = { apiKey: "" };
 
-async function call(path, options = {}) {
-  let response;
+/** fetch `path` with the API key (unless `options` bring their own Authorization). */
+async function send(path, options = {}) {
   const headers = { ...(options.headers || {}) };
   if (credentials.apiKey && !headers.Authorization) headers.Authorization = `Bearer ${credentials.apiKey}`;
   try {
-    response = await fetch(path, { ...options, headers });
+    return await fetch(path, { ...options, headers });
   } catch (err) {
     throw new ApiError(0, "NetworkError", `the server did not answer (${err.message})`);
   }
+}
+
+async function call(path, options = {}) {
+  const response = await send(path, options);
   if (!response.ok) throw await failure(response);
   return response.json();
 }
@@ -93,4 +97,64 @@ export async function unloadModel(name, version, token) {
     method: "POST",
     headers: adminHeaders(token),
   });
+}
+
+// ------------------------------------------------------------------ pipelines
+
+/** GET /pipelines: the store's pipelines, their steps and whether they can run. */
+export async function listPipelines() {
+  return (await call("/pipelines")).pipelines;
+}
+
+/** POST the image to /pipelines/{name}: detect, then classify each box. */
+export async function runPipeline(name, image) {
+  return call(`/pipelines/${encodeURIComponent(name)}`, {
+    method: "POST",
+    body: image,
+    headers: { "Content-Type": image.type || "application/octet-stream" },
+  });
+}
+
+/** The class names of model `name`, from its Open Inference Protocol metadata ([] if none). */
+export async function modelLabels(name) {
+  const metadata = await call(`/v2/models/${encodeURIComponent(name)}`);
+  return (metadata.parameters && metadata.parameters.labels) || [];
+}
+
+// ------------------------------------------------------------------ streams
+
+/** GET /streams: every stream and its state. */
+export async function listStreams() {
+  return (await call("/streams")).streams;
+}
+
+/** POST /streams (admin credential): start the stream `spec`. */
+export async function addStream(spec, token) {
+  return call("/streams", {
+    method: "POST",
+    body: JSON.stringify(spec),
+    headers: { "Content-Type": "application/json", ...adminHeaders(token) },
+  });
+}
+
+/** DELETE /streams/{name} (admin credential): stop and remove it. */
+export async function removeStream(name, token) {
+  return call(`/streams/${encodeURIComponent(name)}`, {
+    method: "DELETE",
+    headers: adminHeaders(token),
+  });
+}
+
+/** GET /streams/{name}/frame.jpg: the newest processed frame, or null before the first. */
+export async function streamFrame(name, signal) {
+  const response = await send(`/streams/${encodeURIComponent(name)}/frame.jpg`, {
+    cache: "no-store",
+    signal,
+  });
+  if (response.status === 404) {
+    await response.body?.cancel();
+    return null;
+  }
+  if (!response.ok) throw await failure(response);
+  return response.blob();
 }

@@ -1,15 +1,26 @@
 // The page's entry point: model choice, the image, running a request and drawing its answer.
 
-import { ENDPOINTS, credentials, infer, listModels, listTasks } from "./api.js";
+import {
+  ENDPOINTS,
+  credentials,
+  infer,
+  listModels,
+  listPipelines,
+  listTasks,
+  modelLabels,
+  runPipeline,
+} from "./api.js";
 import { hideError, showError } from "./feedback.js";
 import { setupImageInput } from "./image_input.js";
 import { renderModels } from "./models_panel.js";
+import { refreshStreams, setStreamTargets, setupStreams } from "./streams_panel.js";
 import {
   clearResult,
   filterDetections,
   renderClassification,
   renderDetection,
   renderEmbedding,
+  renderPipeline,
   renderSegmentation,
   renderTimings,
   setMaskOpacity,
@@ -26,6 +37,19 @@ const TASK_NAMES = {
 
 /** The models of GET /models by name: their domain and served parameters. */
 const MODELS = new Map();
+/** The pipelines of GET /pipelines: a detector, then a classifier of each box. */
+let PIPELINES = [];
+/** The class names of each classifier a pipeline uses (its boxes' colours), by model name. */
+const LABELS = new Map();
+
+/** The class names of pipeline `name`'s classifier ([] when unknown). */
+async function pipelineLabels(name) {
+  const steps = PIPELINES.find((p) => p.name === name)?.steps || [];
+  const model = steps.find((s) => s.task === "classification")?.model;
+  if (!model) return [];
+  if (!LABELS.has(model)) LABELS.set(model, await modelLabels(model).catch(() => []));
+  return LABELS.get(model);
+}
 
 const state = {
   image: null, // the Blob sent
@@ -44,7 +68,7 @@ function selection() {
   return { task: task || "classification", model: model || "" };
 }
 
-function fillModelSelect(models) {
+function fillModelSelect(models, pipelines) {
   const select = $("model-select");
   const previous = select.value;
   select.replaceChildren();
@@ -63,6 +87,17 @@ function fillModelSelect(models) {
     }
     select.append(group);
   }
+  if (pipelines.length) {
+    const group = document.createElement("optgroup");
+    group.label = "Pipelines (detect, then classify each box)";
+    for (const p of pipelines) {
+      const option = new Option(`${p.name}${p.ready ? "" : " · not ready"}`, `pipeline|${p.name}`);
+      option.disabled = !p.ready;
+      option.title = p.ready ? p.description : p.problem || "";
+      group.append(option);
+    }
+    select.append(group);
+  }
   if ([...select.options].some((o) => o.value === previous)) select.value = previous;
   showTaskFields();
 }
@@ -70,6 +105,7 @@ function fillModelSelect(models) {
 /** The model that answers the current choice: the one picked, or the task's default. */
 function answeringModel() {
   const { task, model } = selection();
+  if (task === "pipeline") return undefined;
   if (model) return MODELS.get(model);
   return [...MODELS.values()].find((m) => (m.default_for || []).includes(task));
 }
@@ -90,6 +126,11 @@ function applyServedDefaults() {
 
 /** What the model knows, next to every result; a warning when the model says it is unsure. */
 function showDomain(answer) {
+  if (!answer.model) {
+    $("domain-notice").hidden = true;
+    $("uncertain-notice").hidden = true;
+    return;
+  }
   const domain = MODELS.get(answer.model)?.model_card?.domain;
   $("domain-notice").hidden = !domain;
   $("domain-notice").textContent = domain ? `${answer.model} knows: ${domain}.` : "";
@@ -111,14 +152,19 @@ function askForKey(err) {
   $("api-key").focus();
 }
 
-async function refreshModels() {
+/** GET /tasks, /models and /pipelines; `keepError`: leave a refused load or unload shown. */
+async function refreshModels({ keepError = false } = {}) {
   try {
     TASKS = (await listTasks()).map((t) => t.name);
     const models = await listModels();
-    hideError("models-error");
+    // A server without pipelines (or an older one) still serves the tasks.
+    PIPELINES = await listPipelines().catch(() => []);
+    if (!keepError) hideError("models-error");
     MODELS.clear();
+    LABELS.clear(); // a model loaded again may have other classes
     for (const m of models) MODELS.set(m.name, m);
-    fillModelSelect(models);
+    fillModelSelect(models, PIPELINES);
+    setStreamTargets(PIPELINES, models);
     applyServedDefaults();
     renderModels(models, refreshModels);
     document.body.dataset.models = "listed"; // tests wait for this
@@ -151,9 +197,13 @@ async function run() {
   hideError("error");
   $("result").setAttribute("aria-busy", "true");
   $("result").dataset.state = "busy";
-  $("status").textContent = `Sending ${state.description} to ${model || `the default ${task} model`}…`;
+  const target = task === "pipeline" ? `pipeline ${model}` : model || `the default ${task} model`;
+  $("status").textContent = `Sending ${state.description} to ${target}…`;
   try {
-    const answer = await infer(task, state.image, { model, params: taskParams(task) });
+    const answer =
+      task === "pipeline"
+        ? { ...(await runPipeline(model, state.image)), labels: await pipelineLabels(model) }
+        : await infer(task, state.image, { model, params: taskParams(task) });
     if (run !== state.runs) return;
     await show(task, answer);
     $("result").dataset.state = "done";
@@ -186,11 +236,18 @@ async function show(task, answer) {
   if (task === "classification") summary = renderClassification(answer);
   else if (task === "detection") summary = renderDetection(answer, threshold());
   else if (task === "embedding") summary = renderEmbedding(answer, rememberEmbedding(answer));
+  else if (task === "pipeline") summary = renderPipeline(answer, answer.labels);
   else summary = await renderSegmentation(answer, opacity());
-  renderTimings(answer.timings_ms);
+  if (task === "pipeline") {
+    // decode, each step by its name, crop, total: in the order the server ran them.
+    const stages = Object.keys(answer.timings_ms).filter((k) => k !== "total");
+    renderTimings(answer.timings_ms, [...stages, "total"]);
+  } else {
+    renderTimings(answer.timings_ms);
+  }
   const ms = answer.timings_ms.total;
-  $("status").textContent =
-    `${answer.model} v${answer.version}: ${summary} · ${ms.toFixed(1)} ms in the server`;
+  const who = task === "pipeline" ? `Pipeline ${answer.pipeline}` : `${answer.model} v${answer.version}`;
+  $("status").textContent = `${who}: ${summary} · ${ms.toFixed(1)} ms in the server`;
   showDomain(answer);
 }
 
@@ -241,16 +298,18 @@ function wire() {
     $("opacity-value").textContent = `${Math.round(opacity() * 100)} %`;
     setMaskOpacity(opacity());
   });
-  $("refresh-models").addEventListener("click", refreshModels);
+  $("refresh-models").addEventListener("click", () => refreshModels());
   $("api-key").addEventListener("change", () => {
     credentials.apiKey = $("api-key").value.trim();
     sessionStorage.setItem("care-serve-api-key", credentials.apiKey);
     refreshModels();
+    refreshStreams();
   });
   credentials.apiKey = sessionStorage.getItem("care-serve-api-key") || "";
   $("api-key").value = credentials.apiKey;
   if (credentials.apiKey) $("api-key-field").hidden = false;
   setupImageInput(setImage);
+  setupStreams();
 }
 
 wire();

@@ -77,7 +77,7 @@ function unloadedText(name, version, info) {
   return `${gone}; ${list} ${serving.length > 1 ? "serve" : "serves"}.`;
 }
 
-/** Draw `models` in the panel; `refresh()` is called after a load or unload. */
+/** Draw `models` in the panel; `refresh({keepError})` is called after a load or unload. */
 export function renderModels(models, refresh) {
   const list = $("model-list");
   const status = $("models-status");
@@ -85,6 +85,7 @@ export function renderModels(models, refresh) {
     hideError("models-error");
     for (const button of list.querySelectorAll("button")) button.disabled = true;
     status.textContent = `${what === "load" ? "Loading" : "Unloading"} ${name} v${version}…`;
+    let refused = false;
     try {
       const token = $("admin-token").value.trim();
       const info =
@@ -94,8 +95,9 @@ export function renderModels(models, refresh) {
     } catch (err) {
       status.textContent = "";
       showError("models-error", err);
+      refused = true;
     }
-    await refresh();
+    await refresh({ keepError: refused }); // the refusal stays shown
   };
   list.replaceChildren(...models.map((m) => modelCard(m, act)));
   if (!models.length) list.append(el("li", "hint", "The model store is empty."));

@@ -1,5 +1,5 @@
 // Drawing an answer: top-k bars, boxes with a client-side score filter, a coloured mask with
-// its legend, and the server's time per stage.
+// its legend, a pipeline's boxes with each one's class, and the server's time per stage.
 
 import { classColour, css, detectionColour, textOn } from "./palette.js";
 import { $, el } from "./dom.js";
@@ -17,10 +17,13 @@ export const percent = (x, digits = 1) => `${(100 * x).toFixed(digits)} %`;
 
 /** Hide every task's panel and overlay (before drawing a new answer). */
 export function clearResult() {
-  for (const id of ["classes-panel", "counts-panel", "legend-panel", "embedding-panel", "boxes", "mask-canvas"]) {
+  for (const id of [
+    "classes-panel", "counts-panel", "legend-panel", "embedding-panel", "objects-panel", "boxes", "mask-canvas",
+  ]) {
     $(id).hidden = true;
   }
   $("bars").replaceChildren();
+  $("objects").replaceChildren();
   $("boxes").replaceChildren();
   $("counts").replaceChildren();
   $("legend").replaceChildren();
@@ -80,26 +83,31 @@ export function renderClassification(answer) {
 
 // ---------------------------------------------------------------- detection
 
+/** A box over the stage at `box` (pixels of a w × h image), tagged `text` in `colour`. */
+function boxElement(box, w, h, colour, text) {
+  const [x1, y1, x2, y2] = box.map((v, i) => Math.max(0, Math.min(i % 2 ? h : w, v)));
+  const node = el("div", "det-box");
+  node.style.left = `${(100 * x1) / w}%`;
+  node.style.top = `${(100 * y1) / h}%`;
+  node.style.width = `${(100 * (x2 - x1)) / w}%`;
+  node.style.height = `${(100 * (y2 - y1)) / h}%`;
+  node.style.borderColor = css(colour);
+  const tag = el("span", "det-tag", text);
+  tag.style.backgroundColor = css(colour);
+  tag.style.color = textOn(colour);
+  if (y1 / h < 0.08) tag.classList.add("inside");
+  node.append(tag);
+  return node;
+}
+
 export function renderDetection(answer, threshold) {
   const layer = $("boxes");
   const { image_width: w, image_height: h } = answer;
   // Lowest score first, so the best boxes and their tags are drawn on top.
   for (const d of [...answer.detections].reverse()) {
-    const [x1, y1, x2, y2] = d.box.map((v, i) => Math.max(0, Math.min(i % 2 ? h : w, v)));
-    const colour = detectionColour(d.class_id);
-    const box = el("div", "det-box");
+    const box = boxElement(d.box, w, h, detectionColour(d.class_id), `${d.label} ${d.score.toFixed(2)}`);
     box.dataset.label = d.label;
     box.dataset.score = String(d.score);
-    box.style.left = `${(100 * x1) / w}%`;
-    box.style.top = `${(100 * y1) / h}%`;
-    box.style.width = `${(100 * (x2 - x1)) / w}%`;
-    box.style.height = `${(100 * (y2 - y1)) / h}%`;
-    box.style.borderColor = css(colour);
-    const tag = el("span", "det-tag", `${d.label} ${d.score.toFixed(2)}`);
-    tag.style.backgroundColor = css(colour);
-    tag.style.color = textOn(colour);
-    if (y1 / h < 0.08) tag.classList.add("inside");
-    box.append(tag);
     layer.append(box);
   }
   layer.hidden = false;
@@ -134,6 +142,65 @@ export function filterDetections(answer, threshold) {
   $("counts-summary").textContent =
     `${shown} of ${total} box${total === 1 ? "" : "es"} with a score of at least ${threshold.toFixed(2)}`;
   return `${shown} box${shown === 1 ? "" : "es"}`;
+}
+
+// ---------------------------------------------------------------- pipeline
+
+/** Names the classifier does not know (or all, without its labels): a colour each, in the
+ * order first seen, after the classifier's own. */
+const otherLabels = new Map();
+
+/** Class `label` of `labels` (the classifier's) in the colour of its index, as detections are. */
+function labelColour(label, labels) {
+  const index = labels.indexOf(label);
+  if (index >= 0) return detectionColour(index);
+  if (!otherLabels.has(label)) otherLabels.set(label, otherLabels.size);
+  return detectionColour(labels.length + otherLabels.get(label));
+}
+
+/** Each box tagged with the classifier's label and score (the detector's when not classified);
+ * `labels` are the classifier's class names, for the colours. */
+export function renderPipeline(answer, labels = []) {
+  const layer = $("boxes");
+  const list = $("objects");
+  const { image_width: w, image_height: h } = answer;
+  const named = answer.detections.map((d) => {
+    const top = d.classification && d.classification.predictions[0];
+    return { d, label: top ? top.label : d.label, score: top ? top.score : d.score, top };
+  });
+  for (const { d, label, score, top } of [...named].reverse()) {
+    const unsure = d.classification && d.classification.uncertain ? " ?" : "";
+    const box = boxElement(d.box, w, h, labelColour(label, labels), `${label} ${score.toFixed(2)}${unsure}`);
+    box.dataset.label = label;
+    box.dataset.score = String(score);
+    box.dataset.detected = d.label;
+    box.dataset.classified = top ? "yes" : "no";
+    box.title = `detector: ${d.label} ${d.score.toFixed(2)}` + (top ? ` · classifier: ${label} ${score.toFixed(2)}` : "");
+    layer.append(box);
+  }
+  for (const { d, label, score, top } of named) {
+    const item = el("li");
+    item.dataset.label = label;
+    item.dataset.score = String(score);
+    const said = top
+      ? `${percent(score)}${d.classification.uncertain ? " (unsure)" : ""}`
+      : "not classified";
+    item.append(
+      swatch(labelColour(label, labels)),
+      el("span", "legend-label", label),
+      el("span", "legend-value", said),
+      el("span", "object-detail", `detector: ${d.label} ${d.score.toFixed(2)}`),
+    );
+    list.append(item);
+  }
+  layer.hidden = false;
+  $("objects-panel").hidden = false;
+  const n = answer.detections.length;
+  $("objects-summary").textContent = n
+    ? `${n} object${n === 1 ? "" : "s"}, highest detection score first: the classifier's class of each`
+    : "The detector found no object.";
+  const found = named.map((x) => x.label);
+  return n ? `${n} object${n === 1 ? "" : "s"}: ${found.join(", ")}` : "no object";
 }
 
 // ---------------------------------------------------------------- segmentation
@@ -195,11 +262,12 @@ export function setMaskOpacity(opacity) {
 
 const STAGES = ["decode", "preprocess", "queue", "compute", "postprocess", "total"];
 
-export function renderTimings(timings) {
+/** The time per stage; a pipeline's stages (decode, each step, crop) in the server's order. */
+export function renderTimings(timings, stages = STAGES) {
   const body = $("timings").tBodies[0];
   body.replaceChildren();
   const total = Math.max(timings.total || 0, 1e-9);
-  for (const stage of STAGES) {
+  for (const stage of stages) {
     const ms = Number(timings[stage] || 0);
     const row = el("tr");
     row.dataset.stage = stage;
