@@ -176,7 +176,8 @@ class SourceReader:
             if not container.streams.video:
                 raise ValueError("the source has no video stream")
             video = container.streams.video[0]
-            video.thread_type = "AUTO"
+            # Slice threads, not frame threads: frame threading holds back a frame per thread.
+            video.thread_type = "SLICE"
             paced = self.spec.kind == "file"
             interval = 1.0 / self.spec.max_fps
             started_mono: float | None = None
