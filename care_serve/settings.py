@@ -216,9 +216,11 @@ class Settings(BaseSettings):
     )
     reduced_decode: bool = Field(
         default=True,
-        description="Decode JPEGs much larger than a classifier needs at 1/2, 1/4 or 1/8 scale "
-        "(the codec's DCT scaling, never below the size the model's resize needs); off = always "
-        "full resolution, identical to offline preprocessing.",
+        description="Fast preprocessing of large images, every task: JPEGs decoded at 1/2, 1/4 "
+        "or 1/8 scale by the codec (DCT scaling) and other images shrunk by whole factors before "
+        "the final resample, never below the size the model's resize needs; boxes and masks "
+        "still map to the pixels sent. Off = exact: full resolution, bit for bit the offline "
+        "preprocessing.",
     )
     max_output_pixels: int = Field(
         default=4_194_304,

@@ -230,6 +230,7 @@ def preprocess(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     resample: Image.Resampling = Image.Resampling.BILINEAR,
+    orig_size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, LetterboxMeta]:
     """RGB uint8 image -> normalised float32 ``3 x H x W`` network input + ``LetterboxMeta``.
 
@@ -237,10 +238,15 @@ def preprocess(
     ``max_side`` for an aspect-keeping size from ``dynamic_input_size``. The
     padding is the mean colour, i.e. exactly 0 after normalisation. An RGB PIL
     image is resized as it is, without a full-size array copy first.
+    ``orig_size`` is the ``(width, height)`` the client sent when ``image`` is a
+    smaller, reduced-scale decode of it: the geometry and the meta are those of
+    ``orig_size``, only the pixels come from ``image``.
     """
     rgb_pil = isinstance(image, Image.Image) and image.mode == "RGB" and min(image.size) > 0
     src: Image.Image | np.ndarray = image if rgb_pil else to_rgb_array(image)
     src_w, src_h = src.size if isinstance(src, Image.Image) else (src.shape[1], src.shape[0])
+    if orig_size is not None:
+        src_w, src_h = orig_size
     if (input_size is None) == (max_side is None):
         raise InvalidInput("give exactly one of input_size=(width, height) or max_side")
     if input_size is None:

@@ -5,7 +5,8 @@ outputs into a result. It never sees batching or backends:
 
     task = get_task_class(manifest.task)(manifest, labels, settings)
     params = task.parse_params({"top_k": 5})          # InvalidInput on bad values
-    array, meta = task.preprocess(decoded_image)      # CHW float32, PreprocessMeta
+    image = task.decode(probe_image(data, ...))       # reduced scale where allowed
+    array, meta = task.preprocess(image)              # CHW float32, PreprocessMeta
     result = task.postprocess(outputs_for_one_sample, meta, params)
 
 A task also declares how it looks on every protocol, so the transports are
@@ -28,8 +29,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from care_serve.errors import NotSupported
-from care_serve.imaging.decode import DecodedImage
-from care_serve.imaging.preprocess import PreprocessMeta, preprocess_image, resized_size
+from care_serve.imaging.decode import DecodedImage, ImageProbe, load_image
+from care_serve.imaging.preprocess import (
+    FAST_REDUCING_GAP,
+    PreprocessMeta,
+    preprocess_image,
+    resized_size,
+)
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
 from care_serve.task_registry import TASK_MODULES, register_task, task_names
@@ -142,13 +148,22 @@ class Task(ABC):
     def parse_params(self, params: Mapping[str, Any]) -> BaseModel:
         """Validate request parameters (``InvalidInput`` naming the bad one)."""
 
+    @property
+    def fast_preprocess(self) -> bool:
+        """Large images at reduced scale (``settings.reduced_decode``); else exact."""
+        return self.settings.reduced_decode
+
     def decode_size(self, width: int, height: int) -> tuple[int, int] | None:
         """The smallest ``(width, height)`` an image of this size may be decoded at.
 
-        ``None`` (the default) means full resolution: dense tasks map boxes and
-        masks back to the pixels the client sent.
+        ``None`` (the default) means full resolution.
         """
         return None
+
+    def decode(self, probe: ImageProbe) -> DecodedImage:
+        """Decode a probed image: at reduced scale when fast and the format allows it."""
+        reduce_to = self.decode_size(probe.width, probe.height) if self.fast_preprocess else None
+        return load_image(probe, reduce_to=reduce_to)
 
     @abstractmethod
     def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, PreprocessMeta]:
@@ -220,7 +235,9 @@ class WholeImageTask(Task):
         return resized_size(width, height, self.manifest)
 
     def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, PreprocessMeta]:
-        return preprocess_image(image.image, self.manifest)
+        gap = FAST_REDUCING_GAP if self.fast_preprocess else None
+        size = (image.width, image.height)
+        return preprocess_image(image.image, self.manifest, size=size, reducing_gap=gap)
 
 
 def get_task_class(name: str) -> type[Task]:

@@ -9,7 +9,13 @@ classification-only ``pad_value`` is not used). It calls
 input equals the training/evaluation input bit for bit. The returned
 ``DenseMeta`` is a ``PreprocessMeta`` that also carries the exact
 ``LetterboxMeta`` (for mapping boxes and masks back) and the decoded image
-(for the segmentation overlay).
+(for the overlays).
+
+With ``reduced_decode`` (the fast path) a large JPEG is decoded at the smallest
+1/2, 1/4 or 1/8 scale that is still at least the letterboxed size (other formats
+are decoded in full and resized as above). The letterbox is always computed for
+the size the client sent, so boxes and masks map back to its pixels exactly as
+on the exact path; the overlays are drawn on the reduced image.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from care_serve.errors import InvalidInput, ModelStoreError
 from care_serve.imaging.decode import DecodedImage
 from care_serve.imaging.letterbox import (
+    REDUCING_GAP,
     LetterboxMeta,
     fit_within,
     make_letterbox_meta,
@@ -50,8 +57,16 @@ class DenseMeta(PreprocessMeta):
     image: Image.Image = field(repr=False, compare=False)
 
 
-def letterbox_preprocess(image: Image.Image, manifest: Manifest) -> tuple[np.ndarray, DenseMeta]:
-    """RGB image -> normalised ``(3, H, W)`` float32 letterboxed input + ``DenseMeta``."""
+def letterbox_preprocess(
+    image: Image.Image,
+    manifest: Manifest,
+    *,
+    size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, DenseMeta]:
+    """RGB image -> normalised ``(3, H, W)`` float32 letterboxed input + ``DenseMeta``.
+
+    ``size``: the ``(width, height)`` sent, when ``image`` is a reduced-scale decode.
+    """
     pre = manifest.preprocessing
     out, lb = preprocess(
         image,
@@ -59,6 +74,7 @@ def letterbox_preprocess(image: Image.Image, manifest: Manifest) -> tuple[np.nda
         mean=pre.mean,
         std=pre.std,
         resample=RESAMPLING[pre.interpolation],
+        orig_size=size,
     )
     meta = DenseMeta(
         orig_width=lb.orig_width,
@@ -146,17 +162,33 @@ class DenseTask(Task):
                 f"{where}: {len(labels)} labels for num_classes={manifest.num_classes}"
             )
 
+    def decode_size(self, width: int, height: int) -> tuple[int, int]:
+        """The letterboxed size: decoding smaller would only add upsampling."""
+        lb = make_letterbox_meta(
+            width, height, self.manifest.input.width, self.manifest.input.height
+        )
+        return lb.resized_width, lb.resized_height
+
     def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, DenseMeta]:
         """Letterbox; the meta keeps the image for overlays, shrunk to ``max_output_pixels``.
 
         A request then holds at most that many pixels between its stages, not the
         full decoded image (a 40-Mpx image is 120 MB).
         """
-        array, meta = letterbox_preprocess(image.image, self.manifest)
+        fast = self.fast_preprocess
+        array, meta = letterbox_preprocess(
+            image.image, self.manifest, size=(image.width, image.height)
+        )
         src = image.image
         size = fit_within(src.width, src.height, self.settings.max_output_pixels)
         if size != src.size:
-            small = src.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+            if fast:  # a whole-factor box shrink: the overlay is for people, not the network
+                factor = 2
+                while -(-src.width // factor) * -(-src.height // factor) > size[0] * size[1]:
+                    factor += 1
+                small = src.reduce(factor)
+            else:
+                small = src.resize(size, Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
             meta = dataclasses.replace(meta, image=small)
         return array, meta
 

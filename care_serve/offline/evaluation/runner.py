@@ -3,7 +3,8 @@
 The package is loaded with the server's own pieces: ``read_manifest`` /
 ``read_labels``, ``load_backend`` (ONNX Runtime for ONNX packages) and the
 task plugin from ``get_task_class``; each file's bytes go through
-``decode_image`` (EXIF orientation, RGB conversion), ``task.preprocess``, the
+``probe_image`` and ``task.decode`` (EXIF orientation, RGB conversion, reduced
+scale as the server's ``reduced_decode`` sets it), ``task.preprocess``, the
 backend and ``task.postprocess``. Metrics computed on these answers are
 therefore the answers a client of the service gets.
 """
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from care_serve.errors import DatasetError
-from care_serve.imaging.decode import decode_image
+from care_serve.imaging.decode import probe_image
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
 from care_serve.store.package import read_labels, read_manifest
@@ -33,8 +34,14 @@ class PackageRunner:
     """A package loaded for offline inference (one process, no server)."""
 
     def __init__(
-        self, package_dir: str | os.PathLike[str], threads: int = 1, backend: str = "auto"
+        self,
+        package_dir: str | os.PathLike[str],
+        threads: int = 1,
+        backend: str = "auto",
+        *,
+        reduced_decode: bool | None = None,
     ) -> None:
+        """``reduced_decode``: the server's setting (None: its default)."""
         from care_serve.backends import load_backend
         from care_serve.tasks import get_task_class
 
@@ -43,6 +50,8 @@ class PackageRunner:
         self.labels: list[str] = read_labels(self.package_dir, self.manifest)
         self.backend = load_backend(self.package_dir, self.manifest, threads, backend)
         settings = Settings(model_store=self.package_dir.parent.parent, models=[])
+        if reduced_decode is not None:
+            settings = settings.model_copy(update={"reduced_decode": reduced_decode})
         self.task = get_task_class(self.manifest.task)(self.manifest, self.labels, settings)
 
     def predict_files(
@@ -59,7 +68,7 @@ class PackageRunner:
                 data = Path(path).read_bytes()
             except OSError as exc:
                 raise DatasetError(f"cannot read image {path}: {exc}") from None
-            image = decode_image(data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+            image = self.task.decode(probe_image(data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS))
             array, meta = self.task.preprocess(image)
             if pending and (len(pending) == batch_size or pending[0][0].shape != array.shape):
                 yield from self._run(pending, parsed)
