@@ -29,11 +29,22 @@ Call = Callable[[], Awaitable[bool]]
 
 @dataclass(frozen=True)
 class RestTarget:
-    """POST ``body`` to ``url + path``; 200 is a success."""
+    """POST the JPEG (or ``body``, the request as the server wants it) to ``url + path``
+    with ``headers``; 200 is a success."""
 
     url: str
     path: str
     content_type: str = "image/jpeg"
+    body: bytes | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class _HeaderClient(RawHttpClient):
+    """The load benchmark's client, with extra request headers (Triton's binary data)."""
+
+    def __init__(self, url: str, headers: tuple[tuple[str, str], ...]) -> None:
+        super().__init__(url)
+        self._extra += "".join(f"{name}: {value}\r\n" for name, value in headers)
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,9 @@ def encode_torchserve_request(model_name: str, data: bytes, key: str = "data") -
 
 
 def _rest_client(target: RestTarget, body: bytes) -> tuple[Call, Callable[[], Awaitable[None]]]:
-    state = {"client": RawHttpClient(target.url)}
+    if target.body is not None:
+        body = target.body
+    state = {"client": _HeaderClient(target.url, target.headers)}
 
     async def call() -> bool:
         try:
@@ -82,7 +95,7 @@ def _rest_client(target: RestTarget, body: bytes) -> tuple[Call, Callable[[], Aw
             )
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError):
             await close()
-            state["client"] = RawHttpClient(target.url)  # reconnect on the next call
+            state["client"] = _HeaderClient(target.url, target.headers)  # reconnect next call
             return False
         return status == 200
 

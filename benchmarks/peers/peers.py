@@ -1,9 +1,11 @@
 """The servers compared: how each one is started and how it is called.
 
-All listen on 127.0.0.1 only. The FastAPI peers run under uvicorn's defaults
-(``--loop auto --http auto``: uvloop and httptools when installed) without access
-logs; TorchServe runs its defaults plus tuned settings (eager, 1 worker,
-batch 8, 5 ms delay).
+All listen on 127.0.0.1 only (checked before any load: ``benchmarks.peers.sockets``).
+The FastAPI peers run under uvicorn's defaults (``--loop auto --http auto``: uvloop and
+httptools when installed) without access logs; TorchServe runs its defaults plus tuned
+settings (eager, 1 worker, batch 8, 5 ms delay). The serving frameworks (KServe,
+BentoML, LitServe, Ray Serve, MLServer, PyTriton) run in venvs of their own
+(``framework_peers``). care-serve runs with 2 intra-op threads, like the peers.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.peers.framework_peers import FRAMEWORK_KEYS, FRAMEWORK_LABELS, start_framework
 from benchmarks.peers.load import GrpcTarget, RestTarget, encode_torchserve_request
 from benchmarks.peers.prepare import (
     TORCHSERVE_MODEL,
@@ -20,12 +23,16 @@ from benchmarks.peers.prepare import (
     plain_onnx,
     torchserve_archive,
 )
+from benchmarks.peers.workloads import DETECTOR, write_pipeline_config
 from benchmarks.processes import Launch, PortAllocator
 
-__all__ = ["PEER_KEYS", "Peer", "Started", "make_peer"]
+__all__ = ["DEFAULT_PEERS", "FRAMEWORK_SUITE", "PEER_KEYS", "Peer", "Started", "make_peer"]
 
 REPO = Path(__file__).resolve().parents[2]
-PEER_KEYS = ("care-serve", "onnx-fastapi", "torch-fastapi", "torchserve")
+DEFAULT_PEERS = ("care-serve", "onnx-fastapi", "torch-fastapi", "torchserve")
+PEER_KEYS = (*DEFAULT_PEERS, "onnx-fastapi-fused", *FRAMEWORK_KEYS)
+# care-serve against what a user would otherwise pick, all on the same fused ONNX file.
+FRAMEWORK_SUITE = ("care-serve", "onnx-fastapi-fused", "onnx-fastapi", *FRAMEWORK_KEYS)
 
 
 @dataclass
@@ -52,15 +59,30 @@ class Peer:
 
     def start(self, art: Artefacts, ports: PortAllocator, workdir: Path, jpeg: bytes) -> Started:
         """Prepare this peer's files in ``workdir`` and say how to start it."""
-        env = {"PYTHONPATH": str(REPO), "PEER_ARCH": art.arch, **self.env}
+        env = {"PYTHONPATH": str(REPO), "PEER_ARCH": art.arch}
         if self.key == "care-serve":
-            return _care_serve(art, ports, workdir, jpeg, env)
+            env["CARE_SERVE_INTRA_OP_THREADS"] = "2"
+            return _care_serve(art, ports, workdir, jpeg, {**env, **self.env})
+        env.update(self.env)
+        if self.key in FRAMEWORK_KEYS:
+            launch, rest = start_framework(self.key, art, ports, workdir, jpeg, env)
+            return Started(launch, rest, startup_timeout_s=300.0)
+        if art.model_name == DETECTOR and self.key != "onnx-fastapi-fused":
+            raise RuntimeError(
+                "serves the classifier only (the detector's package has its fused ONNX file, "
+                "no checkpoint to export a plain one from)"
+            )
         if self.key == "torchserve":
             return _torchserve(art, ports, workdir, jpeg, env)
         port = ports.take()
         env["PEER_PACKAGE"] = str(art.package_dir)
-        if self.key == "onnx-fastapi":
-            env["PEER_ONNX"] = str(plain_onnx(art, workdir.parent))
+        if self.key in ("onnx-fastapi", "onnx-fastapi-fused"):
+            onnx = (
+                art.package_dir / "model.onnx"
+                if self.key == "onnx-fastapi-fused"
+                else plain_onnx(art, workdir.parent)
+            )
+            env["PEER_CONFIG"] = str(write_pipeline_config(art, onnx, workdir / "peer.json"))
             app = "benchmarks.peers.onnx_server:app"
         else:
             env["PEER_CHECKPOINT"] = str(art.checkpoint)
@@ -79,16 +101,22 @@ def _care_serve(
     from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 
     http, grpc_port = ports.take(), ports.take()
+    detect = art.model_name == DETECTOR
     argv = [
         sys.executable, "-m", "care_serve", "serve", "--model-store", str(art.store),
         "--models", art.model_name, "--host", "127.0.0.1", "--http-port", str(http),
         "--grpc-port", str(grpc_port), "--log-level", "warning",
     ]  # fmt: skip
-    request = pb.ClassifyRequest(model=art.model_name, image=jpeg, top_k=5).SerializeToString()
+    if detect:
+        request = pb.DetectRequest(model=art.model_name, image=jpeg).SerializeToString()
+        path, method = f"/detect?model={art.model_name}", "Detect"
+    else:
+        request = pb.ClassifyRequest(model=art.model_name, image=jpeg, top_k=5).SerializeToString()
+        path, method = f"/classify?model={art.model_name}&top_k=5", "Classify"
     return Started(
         Launch(argv, workdir, env),
-        RestTarget(f"http://127.0.0.1:{http}", f"/classify?model={art.model_name}&top_k=5"),
-        GrpcTarget(f"127.0.0.1:{grpc_port}", "/care_serve.v1.InferenceService/Classify", request),
+        RestTarget(f"http://127.0.0.1:{http}", path),
+        GrpcTarget(f"127.0.0.1:{grpc_port}", f"/care_serve.v1.InferenceService/{method}", request),
     )
 
 
@@ -160,6 +188,8 @@ def make_peer(key: str, variant: str = "", env: dict[str, str] | None = None) ->
     labels = {
         "care-serve": "care-serve",
         "onnx-fastapi": "FastAPI + onnxruntime (plain export)",
+        "onnx-fastapi-fused": "FastAPI + onnxruntime (fused file)",
+        **FRAMEWORK_LABELS,
         "torch-fastapi": "FastAPI + eager torch",
         "torchserve": "TorchServe (eager, batch 8)",
     }

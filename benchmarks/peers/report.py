@@ -78,17 +78,88 @@ def edge_table(runs: Sequence[PeerRun]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(runs: Sequence[PeerRun], levels: Sequence[int], header: str = "") -> str:
-    """All three tables, with ``header`` (what, where, when) above them."""
-    parts = [header.strip()] if header.strip() else []
-    parts += [
-        "Throughput req/s / p50 ms:",
-        summary_table(runs, levels),
-        "Every level (CPU: the server's whole process tree, from /proc):",
-        detail_table(runs, levels),
-        "Edge cost (resident memory: VmRSS summed over the server's process tree):",
-        edge_table(runs),
+def _ratio(ours: float, theirs: float) -> str:
+    return "-" if theirs <= 0 or math.isnan(theirs) or math.isnan(ours) else f"{ours / theirs:.2f}x"
+
+
+def ranking_table(runs: Sequence[PeerRun], levels: Sequence[int]) -> str | None:
+    """care-serve against the others over REST: req/s per level, p50 at c=1, CPU per
+    request and cores at the top level, idle cores; a last row with care-serve / the best
+    other server (highest req/s; lowest p50). None without care-serve and another server."""
+    care = next((r for r in runs if r.key == "care-serve" and r.level("rest", levels[0])), None)
+    others = [r for r in runs if r.key != "care-serve"]
+    if care is None or not others:
+        return None
+    top = levels[-1]
+    lines = [
+        "| server | "
+        + " | ".join(f"req/s c={c}" for c in levels)
+        + f" | p50 ms c={levels[0]} | CPU ms/req c={top} | cores c={top} | idle cores | note |",
+        "|---|" + "---:|" * (len(levels) + 4) + "---|",
     ]
+    for run in runs:
+        cells = [_num(stats.throughput) if (stats := run.level("rest", c)) else "-" for c in levels]
+        first, last = run.level("rest", levels[0]), run.level("rest", top)
+        cells += [
+            _num(first.pct(50)) if first else "-",
+            _num(last.server_cpu_ms) if last else "-",
+            _num(last.server_cores_busy, 2) if last else "-",
+            _num(run.idle_cores, 2),
+            (run.failure or "").replace("|", "/").replace("\n", " ")[:300],
+        ]
+        lines.append(f"| {run.label} | " + " | ".join(cells) + " |")
+    ratios = []
+    for c in levels:
+        ours = care.level("rest", c)
+        measured = [(r, st) for r in others if (st := r.level("rest", c)) and st.answered]
+        if ours is None or not measured:
+            ratios.append("-")
+            continue
+        best, stats = max(measured, key=lambda item: item[1].throughput)
+        ratios.append(f"{_ratio(ours.throughput, stats.throughput)} ({best.label})")
+    ours1 = care.level("rest", levels[0])
+    measured1 = [(r, st) for r in others if (st := r.level("rest", levels[0])) and st.answered]
+    if ours1 is not None and measured1:
+        best1, stats1 = min(measured1, key=lambda item: item[1].pct(50))
+        ratios.append(f"{_ratio(ours1.pct(50), stats1.pct(50))} ({best1.label})")
+    else:
+        ratios.append("-")
+    lines.append(
+        "| **care-serve / best other** | "
+        + " | ".join(ratios)
+        + " | | | | (p50: lower is better) |"
+    )
+    return "\n".join(lines)
+
+
+def _by_workload(runs: Sequence[PeerRun]) -> list[tuple[str, list[PeerRun]]]:
+    groups: dict[str, list[PeerRun]] = {}
+    for run in runs:
+        groups.setdefault(run.workload, []).append(run)
+    return list(groups.items())
+
+
+def render_markdown(runs: Sequence[PeerRun], levels: Sequence[int], header: str = "") -> str:
+    """Per workload: care-serve against the best other, then all three tables, with
+    ``header`` (what, where, when) above them."""
+    parts = [header.strip()] if header.strip() else []
+    for workload, group in _by_workload(runs):
+        if workload:
+            parts.append(f"## {workload}")
+        ranking = ranking_table(group, levels)
+        if ranking is not None:
+            parts += [
+                "care-serve against the others (REST; ratio: care-serve / best other):",
+                ranking,
+            ]
+        parts += [
+            "Throughput req/s / p50 ms:",
+            summary_table(group, levels),
+            "Every level (CPU: the server's whole process tree, from /proc):",
+            detail_table(group, levels),
+            "Edge cost (resident memory: VmRSS summed over the server's process tree):",
+            edge_table(group),
+        ]
     return "\n\n".join(parts) + "\n"
 
 

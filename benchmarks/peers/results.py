@@ -61,6 +61,8 @@ class PeerRun:
     rss_after_bytes: int | None = None
     levels: list[LevelStats] = field(default_factory=list)
     failure: str | None = None
+    workload: str = ""
+    idle_cores: float | None = None  # cores the idle, ready server's tree keeps busy
 
     def level(self, protocol: str, concurrency: int) -> LevelStats | None:
         for stats in self.levels:

@@ -20,10 +20,29 @@ from benchmarks.peers.load import RestTarget, first_answer, run_level
 from benchmarks.peers.peers import Peer, Started
 from benchmarks.peers.prepare import Artefacts
 from benchmarks.peers.results import LevelStats, PeerRun
+from benchmarks.peers.sockets import beyond_loopback
 from benchmarks.processes import PortAllocator, ServerProcess
 from benchmarks.procfs import sample_tree
 
 __all__ = ["bench_interleaved", "bench_peer", "keep_logs", "merge_levels"]
+
+IDLE_SAMPLE_S = 2.0  # how long a ready server's idle CPU is measured
+
+
+def _exposed(server: ServerProcess) -> str | None:
+    """What the server's tree listens on beyond loopback (None: loopback only)."""
+    found = beyond_loopback(server.pid)
+    return ", ".join(str(item) for item in found) if found else None
+
+
+def _idle_cores(server: ServerProcess) -> float | None:
+    """Cores the ready server's tree keeps busy with no request (Ray's daemons, pollers)."""
+    before, t0 = sample_tree(server.pid), time.monotonic()
+    time.sleep(IDLE_SAMPLE_S)
+    after, t1 = sample_tree(server.pid), time.monotonic()
+    if before is None or after is None:
+        return None
+    return (after.cpu_s - before.cpu_s) / (t1 - t0)
 
 
 async def _wait_ready(
@@ -74,6 +93,13 @@ def _start(
         server.stop()
         return run, None
     run.startup_s = time.monotonic() - t0
+    exposed = _exposed(server)
+    if exposed is not None:
+        run.failure = f"refused to measure: listens beyond loopback on {exposed}"
+        print(f"  {peer.label}: {run.failure}", flush=True)
+        server.stop()
+        return run, None
+    run.idle_cores = _idle_cores(server)
     ready = sample_tree(server.pid)
     run.rss_ready_bytes = ready.rss_bytes if ready else None
     print(
@@ -107,6 +133,9 @@ def _print(label: str, stats: LevelStats) -> None:
 def _finish(live: _Live) -> None:
     after = sample_tree(live.server.pid)
     live.run.rss_after_bytes = after.rss_bytes if after else None
+    exposed = _exposed(live.server)
+    if exposed is not None:
+        live.run.failure = f"listened beyond loopback after the load on {exposed}"
 
 
 def bench_peer(
@@ -118,9 +147,11 @@ def bench_peer(
     protocols: Sequence[str],
     levels: Sequence[int],
     duration: float,
+    workload: str = "",
 ) -> PeerRun:
     """Start ``peer``, measure start-up, memory and every level, stop it (always)."""
     run, live = _start(peer, art, ports, workdir, jpeg)
+    run.workload = workload
     if live is None:
         return run
     try:
@@ -164,6 +195,7 @@ def bench_interleaved(
     levels: Sequence[int],
     duration: float,
     rounds: int,
+    workload: str = "",
 ) -> list[PeerRun]:
     """All ``peers`` up at once; each level in ``rounds`` slices, pairs rotating."""
     runs: list[PeerRun] = []
@@ -171,6 +203,7 @@ def bench_interleaved(
     try:
         for index, peer in enumerate(peers):
             run, live = _start(peer, art, ports, root / f"peer{index + 1}-{peer.key}", jpeg)
+            run.workload = workload
             runs.append(run)
             if live is not None:
                 lives.append(live)
