@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import ValidationError
+
 
 @dataclass(frozen=True)
 class Remedy:
@@ -181,3 +183,10 @@ class PortInUse(CareServeError):
 
     status_code = 500
     grpc_code = "INTERNAL"
+
+
+def validation_problems(exc: ValidationError, prefix: str = "") -> str:
+    """Every problem of a pydantic ``ValidationError``, as ``where: what; ...`` in one line."""
+    return "; ".join(
+        f"{prefix}{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()
+    )

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from care_serve.errors import ModelStoreError
+from care_serve.errors import ModelStoreError, validation_problems
 from care_serve.store.manifest import validate_model_name, validate_version
 from care_serve.store.pipelines import PipelineSpec
 from care_serve.store.streams import StreamSpec
@@ -146,7 +146,5 @@ def read_store_config(root: Path) -> StoreConfig:
     try:
         return StoreConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise ModelStoreError(f"{STORE_FILE}: invalid store file ({problems})") from None

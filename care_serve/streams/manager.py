@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from care_serve.errors import ConfigurationError, Conflict, NotFound
+from care_serve.errors import ConfigurationError, Conflict, NotFound, validation_problems
 from care_serve.serving.data_plane import DataPlane
 from care_serve.store.streams import StreamSpec
 from care_serve.streams.stream import Stream, StreamStatus
@@ -43,9 +43,7 @@ def read_streams_file(path: Path) -> tuple[StreamSpec, ...]:
     try:
         return _StreamsFile.model_validate(data).streams
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise ConfigurationError(f"streams file {path} (--streams): {problems}") from None
 
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import grpc
 from pydantic import ValidationError
 
-from care_serve.errors import CareServeError, InvalidInput
+from care_serve.errors import CareServeError, InvalidInput, validation_problems
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
 from care_serve.serving.data_plane import DataPlane
@@ -176,9 +176,7 @@ def _stream_spec(spec_json: str) -> StreamSpec:
     try:
         return StreamSpec.model_validate_json(spec_json or "{}")
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise InvalidInput(f"spec_json is not a valid stream: {problems}") from None
 
 

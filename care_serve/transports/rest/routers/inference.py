@@ -49,8 +49,9 @@ IMAGE_BODY: dict[str, Any] = {
 ERROR_TEXTS = {
     400: "Bad image or parameter",
     401: "Missing or wrong admin token (see WWW-Authenticate)",
+    403: "The credential lacks the scope the call needs (admin)",
     404: "Unknown model or version",
-    409: "Load/unload refused: the server watches the store (model_control poll)",
+    409: "Refused: the server watches the store (model_control poll), or the name is taken",
     413: "Image larger than the byte or pixel limit",
     422: "The model package is invalid (bad manifest, weights or labels)",
     503: "Queue full or model not ready (see Retry-After)",

@@ -42,7 +42,7 @@ async def list_streams(request: Request) -> StreamList:
     "/streams",
     response_model=StreamStatus,
     status_code=201,
-    responses=errors(400, 401, 404),
+    responses=errors(400, 401, 403, 404, 409),
     summary="Start a stream (admin credential)",
 )
 async def add_stream(request: Request, spec: StreamSpec) -> StreamStatus:
@@ -62,7 +62,7 @@ async def get_stream(request: Request, name: str = NameP) -> StreamStatus:
 @router.delete(
     "/streams/{name}",
     response_model=StreamStatus,
-    responses=errors(401, 404),
+    responses=errors(401, 403, 404),
     summary="Stop and remove a stream (admin credential)",
 )
 async def remove_stream(request: Request, name: str = NameP) -> StreamStatus:
@@ -115,7 +115,10 @@ async def stream_frame(request: Request, name: str = NameP) -> Response:
 
 @router.get(
     "/streams/{name}/preview.mjpeg",
-    responses={200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}}},
+    responses={
+        200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}},
+        **errors(404),
+    },
     summary="A live MJPEG preview of the processed frames, boxes and labels drawn",
 )
 async def stream_preview(request: Request, name: str = NameP) -> StreamingResponse:
