@@ -30,8 +30,9 @@ from care_serve.observability.metrics import ServingMetrics
 from care_serve.security.tls import TlsError, TlsMaterial
 from care_serve.serving.data_plane import DataPlane
 from care_serve.serving.manager import ModelManager
+from care_serve.serving.memory import MemoryJanitor
 from care_serve.serving.store_watcher import StoreWatcher
-from care_serve.serving.workers import WorkerPools
+from care_serve.serving.workers import WorkerPools, map_large_blocks
 from care_serve.settings import Settings
 from care_serve.store.repository import ModelRepository
 from care_serve.streams.manager import StreamManager
@@ -105,11 +106,13 @@ class ServingStack:
         self._health_syncs: set[asyncio.Task[None]] = set()  # kept until done (weak refs)
         self.manager.on_change.append(self._sync_grpc_health)
         self.watcher: StoreWatcher | None = None
+        self.janitor = MemoryJanitor(lambda: self.data_plane.inflight)
         self.tls: TlsMaterial | None = None
 
     async def start(self) -> None:
         """Load the start-up models, then start REST and gRPC."""
         configure_pillow(self.settings.max_image_pixels)
+        map_large_blocks()  # large images and bodies go back to the OS when freed
         settings = self.settings
         if settings.tls_cert is not None and settings.tls_key is not None:
             try:
@@ -166,6 +169,7 @@ class ServingStack:
             await self._grpc.set_serving(self.data_plane.ready())
             self.grpc_port = self._grpc.port
         await self.streams.start()
+        self.janitor.start()
         log.info(
             "care-serve ready: REST %s://%s:%d, gRPC %s%s",
             "https" if self.tls else "http",
@@ -212,6 +216,7 @@ class ServingStack:
         if self.watcher is not None:
             await self.watcher.stop()
         await self.streams.stop()  # ends their event and preview feeds, so connections close
+        await self.janitor.stop()
         self.data_plane.start_draining()
         waits: list[Coroutine[Any, Any, Any]] = []
         if self._grpc is not None:

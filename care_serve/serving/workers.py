@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from care_serve.settings import Settings
 
-__all__ = ["WorkerPools", "release_free_memory"]
+__all__ = ["WorkerPools", "map_large_blocks", "release_free_memory"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +39,28 @@ def _malloc_trim() -> Callable[[int], int] | None:
     except (OSError, AttributeError):  # not glibc
         return None
     return trim
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD_BYTES = 4 << 20  # above a 640x480 request's buffers: those stay on the fast heap
+
+
+def map_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Serve every heap block of ``threshold`` bytes (4 MiB) or more with its own mapping (glibc).
+
+    By default glibc raises its mmap threshold after a large block is freed (up to
+    32 MiB), so the next decoded images and bodies come from the heap and stay
+    resident after they are freed. A fixed threshold gives every large block back to
+    the OS when it is freed. False where this is not glibc.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
 
 
 def release_free_memory() -> None:

@@ -1,0 +1,89 @@
+"""Memory back to rest: give freed heap pages back to the OS once the server is idle.
+
+A large image (tens of megapixels, a 25 MB body, a refused decompression bomb)
+is freed when its request ends, but glibc keeps the pages: in the arena of the
+thread that freed them, and, after large blocks were freed, with a raised mmap
+threshold that serves later large blocks from the heap too. RSS then stays at
+its peak. The janitor reads the process's RSS every ``interval_s``: when it has
+grown by ``growth_mb`` since the last trim and no request is in flight, it calls
+``malloc_trim`` (every arena) in a worker thread. Whatever the transport or the
+path that allocated the memory (a REST body, a gRPC message, a decoded image),
+RSS is back near its resting level within a few seconds of the last large
+request; it never trims while requests are being answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+
+from care_serve.serving.workers import release_free_memory
+
+__all__ = ["MemoryJanitor", "rss_mb"]
+
+log = logging.getLogger(__name__)
+_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4096 / 2**20
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MiB (Linux ``/proc/self/statm``; None elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * _PAGE_MB
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class MemoryJanitor:
+    """Trims the C heap when RSS has grown and the server is idle."""
+
+    def __init__(
+        self,
+        inflight: Callable[[], int],
+        interval_s: float = 2.0,
+        growth_mb: float = 32.0,
+        trim: Callable[[], None] = release_free_memory,
+        rss: Callable[[], float | None] = rss_mb,
+    ) -> None:
+        self._inflight = inflight
+        self.interval_s = interval_s
+        self.growth_mb = growth_mb
+        self._trim = trim
+        self._rss = rss
+        self._rested = rss()  # RSS after the last trim (or at start)
+        self._task: asyncio.Task[None] | None = None
+        self.trims = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="memory-janitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.check()
+
+    async def check(self) -> bool:
+        """Trim now if RSS grew by ``growth_mb`` since the last trim and nothing is in flight."""
+        now = self._rss()
+        if now is None or self._inflight() > 0:
+            return False
+        if self._rested is not None and now < self._rested + self.growth_mb:
+            self._rested = min(self._rested, now)
+            return False
+        try:
+            await asyncio.to_thread(self._trim)
+        except Exception as exc:  # never let the janitor end the server
+            log.warning("releasing free memory failed: %r", exc)
+            return False
+        self.trims += 1
+        self._rested = self._rss()
+        return True
