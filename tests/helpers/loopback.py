@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
 
-__all__ = ["HOST", "free_port", "port_open", "stop_process", "tail", "wait_listening"]
+__all__ = [
+    "HOST",
+    "LoopbackPart",
+    "ProcessPart",
+    "free_port",
+    "port_open",
+    "stop_process",
+    "tail",
+    "wait_listening",
+]
 
 HOST = "127.0.0.1"
 
@@ -69,3 +81,63 @@ def stop_process(
         if stream is not None:
             with contextlib.suppress(OSError):
                 stream.close()
+
+
+P = TypeVar("P", bound="LoopbackPart")
+
+
+class LoopbackPart:
+    """A helper server or client on loopback: a context manager that starts it and always
+    closes it (also when starting fails)."""
+
+    def start(self: P) -> P:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: P) -> P:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ProcessPart(LoopbackPart):
+    """A helper server run as a process listening on ``port``, with files in ``_dir``."""
+
+    port: int
+    _process: subprocess.Popen[bytes] | None
+    _dir: Path | None
+
+    def stop(self, kill: bool = False) -> None:
+        """End the process (SIGTERM, or SIGKILL with ``kill``) and wait until the port closes."""
+        if self._process is None:
+            return
+        stop_process(self._process, kill=kill)
+        self._process = None
+        deadline = time.monotonic() + 5.0
+        while self.port and port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def restart(self: P) -> P:
+        """Stop (if running) and start again on the same port."""
+        assert isinstance(self, ProcessPart)
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        """Stop the process and delete its files."""
+        self.stop()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None

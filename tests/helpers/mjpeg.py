@@ -26,10 +26,9 @@ import threading
 import time
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
-from tests.helpers.loopback import HOST
+from tests.helpers.loopback import HOST, LoopbackPart
 from tests.helpers.scenes import SCENES, ShapeScene
 
 __all__ = ["BOUNDARY", "MjpegServer", "scene_jpegs"]
@@ -49,7 +48,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-class MjpegServer:
+class MjpegServer(LoopbackPart):
     """The MJPEG test camera (see the module docstring); a context manager that starts it."""
 
     def __init__(
@@ -166,15 +165,5 @@ class MjpegServer:
         self.stop()
         return self.start()
 
-    close = stop
-
-    def __enter__(self) -> MjpegServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()

@@ -27,12 +27,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
 
-from tests.helpers.loopback import HOST, free_port, port_open, stop_process, tail, wait_listening
+from tests.helpers.loopback import (
+    HOST,
+    LoopbackPart,
+    ProcessPart,
+    free_port,
+    stop_process,
+    tail,
+    wait_listening,
+)
 from tests.helpers.tls import Issued
 
 __all__ = ["MOSQUITTO", "Mosquitto", "MqttCollector", "MqttMessage", "mosquitto_problem"]
@@ -49,7 +56,7 @@ def mosquitto_problem() -> str | None:
     return None
 
 
-class Mosquitto:
+class Mosquitto(ProcessPart):
     """A mosquitto broker on 127.0.0.1 (a context manager that starts and always stops it)."""
 
     def __init__(
@@ -155,43 +162,6 @@ class Mosquitto:
             return self
         raise RuntimeError(f"mosquitto did not start:\n{tail(self._dir / 'mosquitto.log')}")
 
-    def stop(self, kill: bool = False) -> None:
-        """Stop the broker (SIGTERM, or SIGKILL with ``kill``) and wait until the port is free."""
-        if self._process is None:
-            return
-        stop_process(self._process, kill=kill)
-        self._process = None
-        deadline = time.monotonic() + 5.0
-        while port_open(self.port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    def restart(self) -> Mosquitto:
-        """Stop and start again on the same ports."""
-        self.stop()
-        return self.start()
-
-    def close(self) -> None:
-        """Stop the broker and delete its files."""
-        self.stop()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def __enter__(self) -> Mosquitto:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 @dataclass(frozen=True)
 class MqttMessage:
@@ -207,7 +177,7 @@ class MqttMessage:
         return json.loads(self.payload)
 
 
-class MqttCollector:
+class MqttCollector(LoopbackPart):
     """A paho-mqtt client subscribed to ``topic`` (a filter) on 127.0.0.1 that keeps every
     message; connected and subscribed (SUBACK received) once started."""
 
@@ -287,14 +257,3 @@ class MqttCollector:
         """Disconnect and stop the network thread."""
         self._client.disconnect()
         self._client.loop_stop()
-
-    def __enter__(self) -> MqttCollector:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

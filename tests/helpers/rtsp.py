@@ -27,18 +27,16 @@ from __future__ import annotations
 import functools
 import os
 import selectors
-import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 import pytest
 
-from tests.helpers.loopback import HOST, port_open, stop_process, tail, wait_listening
+from tests.helpers.loopback import HOST, ProcessPart, stop_process, tail, wait_listening
 from tests.helpers.scenes import SCENES, ShapeScene
 
 __all__ = ["APT_PACKAGES", "SYSTEM_PYTHON", "RtspServer", "gstreamer_problem"]
@@ -82,7 +80,7 @@ def gstreamer_problem() -> str | None:
     return None
 
 
-class RtspServer:
+class RtspServer(ProcessPart):
     """The RTSP test camera (see the module docstring); a context manager that starts it."""
 
     def __init__(
@@ -195,39 +193,5 @@ class RtspServer:
         return int(words[1]) if len(words) == 2 and words[0] == b"READY" else 0
 
     def stop(self, kill: bool = True) -> None:
-        """Stop the server: SIGKILL by default (a camera that vanishes), SIGTERM with
-        ``kill=False``. Waits until the port no longer accepts."""
-        if self._process is None:
-            return
-        stop_process(self._process, kill=kill)
-        self._process = None
-        deadline = time.monotonic() + 5.0
-        while self.port and port_open(self.port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    def restart(self) -> RtspServer:
-        """Stop (if running) and start again on the same port."""
-        self.stop()
-        return self.start()
-
-    def close(self) -> None:
-        """Stop the server and delete its frame files."""
-        self.stop()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def __enter__(self) -> RtspServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        """Stop the server: SIGKILL by default, a camera that vanishes."""
+        super().stop(kill)

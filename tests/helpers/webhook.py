@@ -19,10 +19,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
-from tests.helpers.loopback import HOST
+from tests.helpers.loopback import HOST, LoopbackPart
 
 __all__ = ["WebhookReceiver", "WebhookRequest"]
 
@@ -40,7 +39,7 @@ class WebhookRequest:
     at: float = field(default_factory=time.monotonic)
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackPart):
     """A threaded HTTP server on 127.0.0.1 recording POSTs (see the module docstring)."""
 
     def __init__(
@@ -148,14 +147,3 @@ class WebhookReceiver:
             with contextlib.suppress(RuntimeError):
                 self._thread.join(5)
             self._thread = None
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
