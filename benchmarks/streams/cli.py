@@ -81,21 +81,10 @@ def _scene(width: int, height: int, index: int) -> np.ndarray:
 
 def make_camera_file(path: Path, width: int, height: int, seconds: int = 8) -> Path:
     """An H.264 file of moving shapes at ``CAMERA_FPS`` (a keyframe every second)."""
-    import av
+    from benchmarks.video import write_frames
 
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=CAMERA_FPS)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "23"}
-        stream.codec_context.gop_size = CAMERA_FPS
-        for n in range(seconds * CAMERA_FPS):
-            frame = av.VideoFrame.from_ndarray(_scene(width, height, n // 5), format="rgb24")
-            frame.pts = n
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    frames = (_scene(width, height, n // 5) for n in range(seconds * CAMERA_FPS))
+    return write_frames(path, frames, CAMERA_FPS, crf=23)
 
 
 def _jpeg(width: int, height: int) -> bytes:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,10 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
+from benchmarks.video import write_frames
+from care_serve.postprocess.detection import box_iou as pairwise_iou
+from care_serve.serving.pipelines import crop_boxes
+from care_serve.store.pipelines import CropSpec
 from tests.helpers.paths import BUNDLED_STORE
 
 __all__ = [
@@ -38,7 +42,6 @@ __all__ = [
     "box_iou",
     "jpeg_bytes",
     "match_scene",
-    "padded_box",
     "scene_frames",
     "write_frames",
     "write_video",
@@ -169,41 +172,6 @@ def write_video(
     return write_frames(path, frames, fps, codec)
 
 
-def write_frames(
-    path: str | Path,
-    frames: Iterable[np.ndarray],
-    fps: int = 10,
-    codec: Literal["h264", "mjpeg"] = "h264",
-) -> Path:
-    """Write RGB frames (all of one size) as a video at ``fps`` with PyAV (see ``write_video``)."""
-    import av
-
-    path = Path(path)
-    with av.open(str(path), mode="w") as container:
-        if codec == "h264":
-            stream = container.add_stream("libx264", rate=fps)
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "20"}
-            stream.codec_context.gop_size = fps
-            stream.codec_context.max_b_frames = 0
-        else:
-            stream = container.add_stream("mjpeg", rate=fps)
-            stream.pix_fmt = "yuvj420p"
-            stream.options = {"q:v": "3"}
-            stream.codec_context.qmin = 2
-            stream.codec_context.qmax = 4
-        for n, frame in enumerate(frames):
-            if n == 0:
-                stream.height, stream.width = frame.shape[:2]
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            video_frame.pts = n
-            for packet in stream.encode(video_frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 def match_scene(frame: np.ndarray, scenes: Sequence[ShapeScene] = SCENES) -> tuple[int, float]:
     """``(index of the scene frame looks most like, mean absolute difference 0-255)``.
 
@@ -219,24 +187,8 @@ def match_scene(frame: np.ndarray, scenes: Sequence[ShapeScene] = SCENES) -> tup
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def padded_box(box: Sequence[float], pad: float, width: int, height: int) -> Box:
-    """``box`` grown by ``pad`` x its size on each side, clipped to the image, in whole pixels."""
-    x1, y1, x2, y2 = box
-    dx, dy = (x2 - x1) * pad, (y2 - y1) * pad
-    return (
-        max(0, math.floor(x1 - dx)),
-        max(0, math.floor(y1 - dy)),
-        min(width, math.ceil(x2 + dx)),
-        min(height, math.ceil(y2 + dy)),
-    )
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes (the server's ``box_iou``)."""
+    return float(pairwise_iou([a], [b])[0, 0])
 
 
 class ShapeModels:
@@ -296,10 +248,10 @@ class ShapeModels:
             if best[0] != obj.label or best[1] < min_score:
                 found.append(f"{scene.name}: {obj.label} at {obj.box} detected as {best[:2]}")
         found += [f"{scene.name}: unexpected detection {d}" for d in unmatched]
-        height, width = frame.shape[:2]
+        crops = CropSpec(padding=pad, min_size=1, max_boxes=64)
         for label, _, box in detections:
-            x1, y1, x2, y2 = padded_box(box, pad, width, height)
-            name, probability = self.classify(frame[y1:y2, x1:x2])
+            _, (crop,) = crop_boxes(frame, [box], crops)  # as the pipelines crop
+            name, probability = self.classify(crop.pixels)
             if name != label or probability < min_probability:
                 found.append(f"{scene.name}: crop of {label} classified {name} {probability:.2f}")
         return found
