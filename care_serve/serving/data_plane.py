@@ -322,8 +322,6 @@ class DataPlane:
         self, request: _Request, items: Sequence[ImageInput]
     ) -> list[InferenceResult]:
         """Several images: all prepared first, then queued in one go, so they batch together."""
-        if len(items) == 1:
-            return [await self._run_one(request, items[0])]
         prepared = await _all(self._prepared(request, item) for item in items)
         return await _all(self._complete(request, p) for p in prepared)
 
