@@ -188,6 +188,15 @@ class Settings(BaseSettings):
         "the weights are in memory twice); off; on (can help on dedicated cores, steals CPU "
         "from image decoding on shared ones).",
     )
+    concurrent_batches: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Batches of one model computing at once while other requests are in the "
+        "server, each on intra_op_threads / this many threads (a batch alone in the server gets "
+        "them all); 0 = one per intra-op thread; 1 = one batch at a time. ONNX only (PyTorch "
+        "runs one).",
+    )
     preprocess_threads: int = Field(
         default=0, ge=0, description="Threads decoding and preprocessing images; 0 = the cores."
     )
@@ -365,6 +374,13 @@ class Settings(BaseSettings):
         if self.intra_op_threads:
             return self.intra_op_threads
         return max(1, cpu_count() // max(1, n_models))
+
+    def batch_slots(self, threads: int, weights_format: str) -> int:
+        """How many batches of a model with ``threads`` intra-op threads compute at once."""
+        if weights_format != "onnx" or self.backend == "pytorch":
+            return 1
+        wanted = self.concurrent_batches or threads
+        return max(1, min(wanted, threads))
 
     def preprocess_workers(self) -> int:
         return self.preprocess_threads or cpu_count()

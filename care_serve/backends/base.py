@@ -2,7 +2,8 @@
 
 A backend knows nothing about requests, batching or tasks: it takes a float32
 ``(N, 3, H, W)`` array and returns every output with the batch axis first.
-``run`` is called from one worker thread per model, never concurrently.
+``run`` may be called from several of the model's compute threads at once
+(``care_serve.serving.compute``); onnxruntime sessions allow concurrent runs.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Each request gets a future and waits in a queue. One background task per model
 takes the oldest request and collects more until the batch holds
 ``max_batch_size`` requests (or a preferred size), or the oldest has waited
 ``max_queue_delay_ms`` (on the event loop's monotonic clock). The batch runs in
-the model's worker thread so the event loop stays free; outputs are split
+one of the model's compute threads so the event loop stays free; up to ``slots``
+batches compute at once (the next batch is collected while the others run), so
+independent requests fill each other's idle gaps on the cores. Outputs are split
 back, their count checked, and every future answered. Requests whose deadline
 passed while queued are dropped from the batch and answered with
 ``DeadlineExceeded``; a full batcher (``max_queue_size`` queued beyond the
@@ -73,8 +75,12 @@ class DynamicBatcher:
         name: str = "model",
         on_batch: Callable[[int, float], None] | None = None,
         on_queue_depth: Callable[[int], None] | None = None,
+        slots: int = 1,
     ) -> None:
+        if slots < 1:
+            raise ValueError(f"a batcher needs at least one slot, got {slots}")
         self._run = run
+        self.slots = slots
         self.config = config
         self._executor = executor
         self.name = name
@@ -83,6 +89,8 @@ class DynamicBatcher:
         self._queue: deque[_Item] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._slot_free: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._executing = 0
@@ -95,6 +103,7 @@ class DynamicBatcher:
         """Start the batch task on the running event loop."""
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
+        self._slot_free = asyncio.Event()
         self._spawn()
 
     @property
@@ -152,10 +161,12 @@ class DynamicBatcher:
             end = self._loop.time() + timeout
             while not self.idle and self._loop.time() < end:
                 await asyncio.sleep(0.005)
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         self._fail_pending(ModelNotReady(f"model {self.name} was unloaded"))
 
     # -- internals ----------------------------------------------------------------------
@@ -212,8 +223,12 @@ class DynamicBatcher:
 
     async def _batch_loop(self) -> None:
         assert self._loop is not None and self._wakeup is not None
-        loop, wakeup = self._loop, self._wakeup
+        assert self._slot_free is not None
+        loop, wakeup, slot_free = self._loop, self._wakeup, self._slot_free
         while True:
+            while self._executing >= self.slots:
+                slot_free.clear()
+                await slot_free.wait()
             self._prune(loop.time())
             if not self._queue:
                 wakeup.clear()
@@ -232,7 +247,29 @@ class DynamicBatcher:
                     break
             batch = self._take()
             if batch:
-                await self._execute(batch)
+                self._start(batch)
+
+    def _start(self, batch: list[_Item]) -> None:
+        """Run ``batch`` in a slot of its own; the loop goes on collecting the next one."""
+        assert self._loop is not None
+        n = len(batch)
+        self._executing += 1  # counted now, so the loop sees the slot taken at once
+        self._executing_items += n
+        task = self._loop.create_task(self._execute(batch), name=f"batch-{self.name}")
+        self._running.add(task)
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._running.discard(task)
+            self._executing -= 1
+            self._executing_items -= n
+            if self._slot_free is not None:
+                self._slot_free.set()
+            if task.cancelled():  # also when cancelled before it began
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(ModelNotReady(f"model {self.name} was unloaded"))
+
+        task.add_done_callback(finished)
 
     def _take(self) -> list[_Item]:
         """The next batch: interactive samples first, then background ones, each oldest first."""
@@ -251,8 +288,6 @@ class DynamicBatcher:
         assert self._loop is not None
         n = len(batch)
         started = self._loop.time()
-        self._executing += 1
-        self._executing_items += n
         try:
             outputs = await self._loop.run_in_executor(
                 self._executor, self._run_batch, [it.array for it in batch]
@@ -260,11 +295,6 @@ class DynamicBatcher:
             bad = {k: v.shape for k, v in outputs.items() if v.shape[:1] != (n,)}
             if bad:
                 raise InferenceError(f"model {self.name} returned {bad} for a batch of {n}")
-        except asyncio.CancelledError:
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(ModelNotReady(f"model {self.name} was unloaded"))
-            raise
         except Exception as exc:
             error = (
                 exc
@@ -278,9 +308,6 @@ class DynamicBatcher:
                 if not item.future.done():
                     item.future.set_exception(error)
             return
-        finally:
-            self._executing -= 1
-            self._executing_items -= n
         compute = self._loop.time() - started
         if self._on_batch is not None:
             self._on_batch(n, compute)

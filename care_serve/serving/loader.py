@@ -17,7 +17,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from care_serve.backends import Backend, load_backend
 from care_serve.errors import ModelStoreError
 from care_serve.observability.metrics import ServingMetrics
 from care_serve.serving.batching import DynamicBatcher
+from care_serve.serving.compute import ModelCompute
 from care_serve.serving.core_budget import CoreBudget
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
@@ -46,7 +46,7 @@ class LoadedModel:
 
     manifest: Manifest
     path: Path
-    backend: Backend
+    backend: ModelCompute
     task: Task
     batcher: DynamicBatcher
     executor: ThreadPoolExecutor
@@ -72,19 +72,21 @@ async def build_version(
     core_budget: CoreBudget,
     metrics: ServingMetrics,
     *,
-    alone: Callable[[], bool],
+    alone: Callable[[int], bool],
     trust: TrustPolicy,
 ) -> LoadedModel:
     """The task, the warmed-up backend and the started batcher of ``package``.
 
     The package is checked first under ``trust`` (signature, files' sha256) in the
     version's compute thread, then the task is built: a manifest the task refuses
-    fails before the weights load. ``alone`` tells the ONNX backend whether a batch
-    is the only request in the server (``onnx_allow_spinning=auto``).
+    fails before the weights load. ``alone(n)`` says whether a batch of ``n`` images
+    is all the server holds (``care_serve.serving.compute``, and the ONNX backend's
+    ``onnx_allow_spinning=auto``).
     """
     manifest = package.manifest
     where = f"{manifest.name}/{manifest.version}"
-    executor = ThreadPoolExecutor(1, thread_name_prefix=f"compute-{manifest.name}")
+    slots = settings.batch_slots(threads, manifest.format)
+    executor = ThreadPoolExecutor(slots, thread_name_prefix=f"compute-{manifest.name}")
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:
@@ -99,37 +101,43 @@ async def build_version(
         executor.shutdown(wait=False)
         raise
 
-    def load() -> Backend:
-        return load_backend(
+    def load() -> ModelCompute:
+        wide = load_backend(
             package.path,
             manifest,
             threads,
             settings.backend,
             spinning=settings.onnx_allow_spinning,
-            alone=alone,
+            alone=lambda: alone(1),
         )
+        if slots == 1:
+            return ModelCompute(wide, threads, core_budget)
+        try:
+            narrow = load_backend(package.path, manifest, threads // slots, settings.backend)
+        except BaseException:
+            wide.close()
+            raise
+        return ModelCompute(wide, threads, core_budget, narrow=narrow, slots=slots, alone=alone)
 
     try:
         backend = await loop.run_in_executor(executor, load)
-        await loop.run_in_executor(executor, warm_up, backend, manifest, settings.warmup_runs)
+        for part in backend.parts():
+            await loop.run_in_executor(executor, warm_up, part, manifest, settings.warmup_runs)
     except BaseException:
         executor.shutdown(wait=False)
         raise
     seconds = time.perf_counter() - started
     labels_ = (manifest.name, str(manifest.version))
 
-    def run(batch: np.ndarray) -> Any:
-        with core_budget.hold(threads):
-            return backend.run(batch)
-
     def on_batch(size: int, _seconds: float) -> None:
         metrics.batch_size.labels(*labels_).observe(size)
         metrics.executions.labels(*labels_).inc()
 
     batcher = DynamicBatcher(
-        run,
+        backend.run,
         manifest.batching,
         executor,
+        slots=slots,
         name=f"{manifest.name}/{manifest.version}",
         on_batch=on_batch,
         on_queue_depth=metrics.queue_depth.labels(*labels_).set,

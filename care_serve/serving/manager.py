@@ -372,9 +372,10 @@ class ModelManager:
         model.inflight -= images
         self._images_in_flight -= images
 
-    def _alone(self) -> bool:
-        """At most one image is in the server (over every model): the one about to run."""
-        return self._images_in_flight <= 1
+    def _alone(self, images: int = 1) -> bool:
+        """At most ``images`` images are in the server (over every model): the batch about
+        to run."""
+        return self._images_in_flight <= images
 
     def loaded(self) -> dict[str, LoadedModel]:
         """Every serving model by name, at its default version (or its highest one)."""

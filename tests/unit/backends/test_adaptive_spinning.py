@@ -163,12 +163,14 @@ def test_auto_serves_the_same_answers_and_measures_both_sessions(
 ) -> None:
     with serving_stack(models=["shapes-classifier"], onnx_allow_spinning="auto") as stack:
         loaded = stack.stack.manager.representative("shapes-classifier")
-        assert loaded is not None and isinstance(loaded.backend, AdaptiveSpinningBackend)
+        assert loaded is not None
+        wide = loaded.backend.wide
+        assert isinstance(wide, AdaptiveSpinningBackend)
         for _ in range(8):  # one client after another: each request is alone
             reply = httpx.post(f"{stack.http_url}/classify?top_k=3", files={"image": _jpeg()})
             assert reply.status_code == 200, reply.text
             scores = [p["probability"] for p in reply.json()["predictions"]]
             assert rel_error(np.asarray(scores), np.asarray(answers_off)) < 1e-5
-        chooser = loaded.backend.chooser
+        chooser = wide.chooser
         assert chooser.median(True) is not None and chooser.median(False) is not None
         assert stack.stack.manager._images_in_flight == 0

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from care_serve.errors import DeadlineExceeded, InferenceError, ServerBusy
+from care_serve.errors import DeadlineExceeded, InferenceError, ModelNotReady, ServerBusy
 from care_serve.serving.batching import DynamicBatcher
 from care_serve.store import BatchingConfig
 
@@ -201,3 +201,71 @@ def test_requests_go_before_background_samples() -> None:
     _run(main())
     # The held sample, then the three requests (in order), then the stream frames.
     assert order == [-1, 0, 1, 2, 10, 11, 12]
+
+
+class OverlapBackend:
+    """Counts how many runs overlap; each run waits (bounded) for a partner to arrive."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+        self.partner = threading.Event()
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            if self.running >= 2:
+                self.partner.set()
+        self.partner.wait(0.3)
+        with self.lock:
+            self.running -= 1
+        return {"out": batch * 2}
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_slots_bound_the_batches_computing_at_once(slots: int) -> None:
+    backend = OverlapBackend()
+
+    async def main() -> list[int]:
+        executor = ThreadPoolExecutor(slots)
+        config = BatchingConfig(max_batch_size=1, max_queue_delay_ms=0, max_queue_size=64)
+        batcher = DynamicBatcher(backend.run, config, executor, name="fake", slots=slots)
+        batcher.start()
+        xs = [np.full((1,), i, np.float32) for i in range(4)]
+        results = await asyncio.gather(*(batcher.submit(x) for x in xs))
+        await batcher.close()
+        executor.shutdown()
+        return [int(out["out"][0]) for out, _ in results]
+
+    assert _run(main()) == [0, 2, 4, 6]  # every answer to its own request
+    assert backend.peak == slots
+
+
+def test_closing_fails_the_batches_still_computing_in_every_slot() -> None:
+    backend = FakeBackend()
+
+    async def main() -> None:
+        executor = ThreadPoolExecutor(2)
+        config = BatchingConfig(max_batch_size=1, max_queue_delay_ms=0, max_queue_size=64)
+        batcher = DynamicBatcher(backend.run, config, executor, name="fake", slots=2)
+        batcher.start()
+        backend.gate.clear()
+        pending = [
+            asyncio.ensure_future(batcher.submit(np.zeros((1,), np.float32))) for _ in range(3)
+        ]
+        await asyncio.sleep(0.05)  # two computing (held), one queued
+        await batcher.close()
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(o, ModelNotReady) for o in outcomes), outcomes
+        assert batcher.idle
+        backend.gate.set()
+        executor.shutdown()
+
+    _run(main())
+
+
+def test_a_batcher_needs_a_slot() -> None:
+    with pytest.raises(ValueError, match="at least one slot"):
+        DynamicBatcher(FakeBackend().run, BatchingConfig(), ThreadPoolExecutor(1), slots=0)
