@@ -20,6 +20,7 @@ __all__ = [
     "process_cpu_seconds",
     "process_rss_mb",
     "sample_tree",
+    "thread_cpu",
     "tree_pids",
 ]
 
@@ -121,3 +122,22 @@ def alive(pid: int, proc: Path = PROC) -> bool:
         return (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def thread_cpu(pid: int, proc: Path = PROC) -> dict[str, float]:
+    """CPU seconds of each of ``pid``'s threads, summed by the name the OS shows for it
+    (``/proc/PID/task/TID/comm``, trailing digits and ``-``/``_`` dropped). Empty if gone."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    by_name: dict[str, float] = {}
+    try:
+        tasks = list((proc / str(pid) / "task").iterdir())
+    except OSError:
+        return by_name
+    for task in tasks:
+        try:
+            name = (task / "comm").read_text().strip().rstrip("0123456789-_") or "?"
+            rest = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended while we read
+        by_name[name] = by_name.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / ticks
+    return by_name

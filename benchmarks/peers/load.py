@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from benchmarks.load.client import RawHttpClient
+from benchmarks.peers.account import scrape_stages, stage_delta
 from benchmarks.peers.results import LevelStats
-from benchmarks.procfs import sample_tree
+from benchmarks.procfs import sample_tree, thread_cpu
 
 __all__ = ["GrpcTarget", "RestTarget", "encode_torchserve_request", "run_level"]
 
@@ -131,17 +132,28 @@ async def _run_clients(calls: list[Call], stats: LevelStats, duration: float) ->
 
 
 async def _measure(
-    calls: list[Call], stats: LevelStats, duration: float, server_pid: int | None
+    calls: list[Call],
+    stats: LevelStats,
+    duration: float,
+    server_pid: int | None,
+    metrics_url: str | None = None,
 ) -> None:
     # Warm-up: every client once (opens the connections), not counted.
     await asyncio.gather(*(call() for call in calls))
+    stages0 = await scrape_stages(metrics_url) if metrics_url else None
+    threads0 = thread_cpu(server_pid) if server_pid else {}
     before = sample_tree(server_pid) if server_pid else None
     client0 = time.process_time()
     await _run_clients(calls, stats, duration)
     stats.client_cpu_s = time.process_time() - client0
     after = sample_tree(server_pid) if server_pid else None
+    threads1 = thread_cpu(server_pid) if server_pid else {}
     if before is not None and after is not None:
         stats.server_cpu_s = after.cpu_s - before.cpu_s
+    stats.thread_cpu_s = {name: cpu - threads0.get(name, 0.0) for name, cpu in threads1.items()}
+    stages1 = await scrape_stages(metrics_url) if metrics_url else None
+    if stages0 is not None and stages1 is not None:
+        stats.stage_s = stage_delta(stages0, stages1)
 
 
 async def run_level(
@@ -150,13 +162,15 @@ async def run_level(
     concurrency: int,
     duration: float,
     server_pid: int | None = None,
+    metrics_url: str | None = None,
 ) -> LevelStats:
-    """One closed-loop level against ``target``; server CPU from ``server_pid``'s tree."""
+    """One closed-loop level against ``target``; server CPU from ``server_pid``'s tree (and
+    its threads), and the server's stage times from ``metrics_url`` (care-serve)."""
     if isinstance(target, RestTarget):
         stats = LevelStats("rest", concurrency)
         pairs = [_rest_client(target, body) for _ in range(concurrency)]
         try:
-            await _measure([call for call, _ in pairs], stats, duration, server_pid)
+            await _measure([call for call, _ in pairs], stats, duration, server_pid, metrics_url)
         finally:
             for _, close in pairs:
                 await close()
@@ -175,7 +189,7 @@ async def run_level(
                 return False
             return True
 
-        await _measure([grpc_call] * concurrency, stats, duration, server_pid)
+        await _measure([grpc_call] * concurrency, stats, duration, server_pid, metrics_url)
     return stats
 
 

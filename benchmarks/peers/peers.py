@@ -43,6 +43,7 @@ class Started:
     rest: RestTarget
     grpc: GrpcTarget | None = None
     startup_timeout_s: float = 180.0
+    metrics_url: str | None = None  # care-serve's /metrics, for the stage account
 
 
 @dataclass
@@ -117,6 +118,7 @@ def _care_serve(
         Launch(argv, workdir, env),
         RestTarget(f"http://127.0.0.1:{http}", path),
         GrpcTarget(f"127.0.0.1:{grpc_port}", f"/care_serve.v1.InferenceService/{method}", request),
+        metrics_url=f"http://127.0.0.1:{http}/metrics",
     )
 
 

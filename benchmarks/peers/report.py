@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.peers.account import thread_group
 from benchmarks.peers.results import LevelStats, PeerRun
 
 __all__ = ["render_markdown", "write_plots"]
@@ -60,6 +61,47 @@ def detail_table(runs: Sequence[PeerRun], levels: Sequence[int]) -> str:
                 f"| {_num(stats.server_cpu_ms)} | {_num(stats.server_cores_busy, 2)} |"
             )
     return "\n".join(lines)
+
+
+_ACCOUNT_STAGES = (
+    ("preprocess", "decode + preprocess"),
+    ("queue", "queue"),
+    ("compute", "compute"),
+    ("postprocess", "post-process"),
+)
+_CPU_GROUPS = ("event loop", "decode + preprocess", "compute", "other")
+
+
+def account_table(runs: Sequence[PeerRun], levels: Sequence[int]) -> str | None:
+    """Where care-serve's time and CPU went, per request: its own stage metrics (mean wall
+    ms), the rest of the client's latency, and CPU ms by thread (None without the data)."""
+    stage_head = " | ".join(f"{label} ms" for _, label in _ACCOUNT_STAGES)
+    cpu_head = " | ".join(f"CPU {group}" for group in _CPU_GROUPS)
+    lines = [
+        f"| server | protocol | c | client mean ms | in the server ms | {stage_head} "
+        f"| outside the data plane ms | {cpu_head} | CPU total ms/req |",
+        "|---|---|---:|" + "---:|" * (len(_ACCOUNT_STAGES) + len(_CPU_GROUPS) + 4),
+    ]
+    for run, protocol in _rows(runs):
+        for c in levels:
+            stats = run.level(protocol, c)
+            count = (stats.stage_s.get("count", 0.0) if stats is not None else 0.0) or 0.0
+            if stats is None or count <= 0 or not stats.latencies_ms:
+                continue
+            mean = sum(stats.latencies_ms) / len(stats.latencies_ms)
+            inside = 1000 * stats.stage_s["request"] / count
+            stages = [1000 * stats.stage_s[key] / count for key, _ in _ACCOUNT_STAGES]
+            cpu = dict.fromkeys(_CPU_GROUPS, 0.0)
+            for name, seconds in stats.thread_cpu_s.items():
+                cpu[thread_group(name)] += 1000 * seconds / count
+            lines.append(
+                f"| {run.label} | {PROTOCOL_NAMES[protocol]} | {c} | {mean:.1f} | {inside:.1f} | "
+                + " | ".join(f"{v:.1f}" for v in stages)
+                + f" | {mean - inside:.1f} | "
+                + " | ".join(f"{cpu[g]:.1f}" for g in _CPU_GROUPS)
+                + f" | {sum(cpu.values()):.1f} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else None
 
 
 def edge_table(runs: Sequence[PeerRun]) -> str:
@@ -160,6 +202,16 @@ def render_markdown(runs: Sequence[PeerRun], levels: Sequence[int], header: str 
             "Edge cost (resident memory: VmRSS summed over the server's process tree):",
             edge_table(group),
         ]
+        account = account_table(group, levels)
+        if account is not None:
+            parts += [
+                "Where care-serve's time and CPU go, per request (wall: the means of its own "
+                "stage metrics; the client's mean latency minus the time in the server is HTTP "
+                "or gRPC, the loopback and the client; CPU: its threads from /proc, by the "
+                "names it gives them, the event loop being the main thread; decode + preprocess "
+                "includes post-processing, compute onnxruntime's workers):",
+                account,
+            ]
     return "\n\n".join(parts) + "\n"
 
 

@@ -21,6 +21,8 @@ class LevelStats(LevelResult):
 
     window_s: float = 0.0
     answered_in_window: int = 0
+    thread_cpu_s: dict[str, float] = field(default_factory=dict)
+    stage_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def answered(self) -> int:

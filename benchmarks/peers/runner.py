@@ -113,7 +113,9 @@ def _start(
 def _level(live: _Live, protocol: str, level: int, duration: float, jpeg: bytes) -> LevelStats:
     target = live.started.rest if protocol == "rest" else live.started.grpc
     assert target is not None
-    stats = asyncio.run(run_level(target, jpeg, level, duration, live.server.pid))
+    stats = asyncio.run(
+        run_level(target, jpeg, level, duration, live.server.pid, live.started.metrics_url)
+    )
     if not live.server.alive():
         raise RuntimeError(f"the server died under load:\n{live.server.tail()}")
     return stats
@@ -180,6 +182,13 @@ def merge_levels(parts: Sequence[LevelStats]) -> LevelStats:
         merged.client_cpu_s += part.client_cpu_s
         merged.window_s += part.window_s
         merged.answered_in_window += part.answered_in_window
+    for part in parts:
+        for name, cpu_s in part.thread_cpu_s.items():
+            merged.thread_cpu_s[name] = merged.thread_cpu_s.get(name, 0.0) + cpu_s
+    if all(part.stage_s for part in parts):
+        for part in parts:
+            for stage, seconds in part.stage_s.items():
+                merged.stage_s[stage] = merged.stage_s.get(stage, 0.0) + seconds
     cpu = [p.server_cpu_s for p in parts]
     merged.server_cpu_s = None if any(c is None for c in cpu) else sum(c or 0.0 for c in cpu)
     return merged

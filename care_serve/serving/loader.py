@@ -23,6 +23,7 @@ import numpy as np
 from care_serve.backends import Backend, load_backend
 from care_serve.errors import ModelStoreError
 from care_serve.observability.metrics import ServingMetrics
+from care_serve.observability.thread_names import name_this_thread
 from care_serve.serving.batching import DynamicBatcher
 from care_serve.serving.compute import ModelCompute
 from care_serve.serving.core_budget import CoreBudget
@@ -86,7 +87,12 @@ async def build_version(
     manifest = package.manifest
     where = f"{manifest.name}/{manifest.version}"
     slots = settings.batch_slots(threads, manifest.format)
-    executor = ThreadPoolExecutor(slots, thread_name_prefix=f"compute-{manifest.name}")
+    executor = ThreadPoolExecutor(
+        slots,
+        thread_name_prefix=f"compute-{manifest.name}",
+        initializer=name_this_thread,
+        initargs=("care-compute",),
+    )
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:

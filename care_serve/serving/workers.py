@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from care_serve.observability.thread_names import name_this_thread
 from care_serve.settings import Settings
 
 __all__ = ["WorkerPools", "map_large_blocks", "release_free_memory"]
@@ -75,8 +76,18 @@ class WorkerPools:
 
     def __init__(self, settings: Settings) -> None:
         self.large_image_pixels = settings.large_image_pixels
-        self.small = ThreadPoolExecutor(settings.preprocess_workers(), thread_name_prefix="request")
-        self.large = ThreadPoolExecutor(1, thread_name_prefix="request-large")
+        self.small = ThreadPoolExecutor(
+            settings.preprocess_workers(),
+            thread_name_prefix="request",
+            initializer=name_this_thread,
+            initargs=("care-request",),
+        )
+        self.large = ThreadPoolExecutor(
+            1,
+            thread_name_prefix="request-large",
+            initializer=name_this_thread,
+            initargs=("care-large",),
+        )
 
     def is_large(self, pixels: int) -> bool:
         return pixels > self.large_image_pixels

@@ -6,19 +6,27 @@ No server is started and nothing is timed: these are the pure parts of
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from benchmarks.peers.__main__ import parse_ports, parse_variant
+from benchmarks.peers.account import scrape_stages, stage_delta
 from benchmarks.peers.load import encode_torchserve_request
 from benchmarks.peers.report import render_markdown
 from benchmarks.peers.results import LevelStats, PeerRun, load_runs, save_runs
 from benchmarks.peers.runner import merge_levels
-from benchmarks.procfs import parse_stat, parse_vm_rss, sample_tree, tree_pids
+from benchmarks.procfs import parse_stat, parse_vm_rss, sample_tree, thread_cpu, tree_pids
+from care_serve.observability.thread_names import name_this_thread
+from tests.helpers.packages import jpeg_bytes
+from tests.helpers.stacks import serving_stack
 
 
 def _stat(
@@ -223,3 +231,66 @@ def test_interleaved_rounds_visit_rest_and_grpc_of_a_level_together(
     assert grpc4 is not None and grpc4.seconds == pytest.approx(6.0)  # 3 rounds of 2 s
     assert [s.protocol for s in minimal.levels] == ["rest", "rest"]
     assert all(server.stopped for server in servers)
+
+
+def test_named_threads_are_counted_under_their_name() -> None:
+    """care-serve's thread names reach /proc, and the CPU of each name is summed."""
+    done = threading.Event()
+    spent: list[float] = []
+
+    def work() -> None:
+        assert name_this_thread("care-request-xyz-long")  # cut to the kernel's 15 bytes
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+        spent.append(time.thread_time())
+        done.wait(10)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        while not spent:
+            time.sleep(0.01)
+        by_name = thread_cpu(os.getpid())
+    finally:
+        done.set()
+        thread.join()
+    assert "care-request-xy" in by_name  # 15 bytes, trailing digits and dashes dropped
+    assert by_name["care-request-xy"] >= 0.03
+    assert thread_cpu(2**22 + 12345) == {}  # no such process
+
+
+def test_the_account_splits_time_by_stage_and_cpu_by_thread() -> None:
+    care = PeerRun("care-serve", "care-serve", 2.5, 200 * 2**20, 230 * 2**20)
+    level = LevelStats("rest", 1, [20.0] * 10, 0, 1.0, 0.5)
+    level.stage_s = {
+        "request": 0.17, "preprocess": 0.05, "queue": 0.002, "compute": 0.11,
+        "postprocess": 0.003, "count": 10.0,
+    }  # fmt: skip
+    level.thread_cpu_s = {"python": 0.04, "care-request": 0.06, "care-compute": 0.35, "x": 0.05}
+    care.levels = [level]
+    text = render_markdown([care], [1])
+    row = (
+        "| care-serve | REST | 1 | 20.0 | 17.0 | 5.0 | 0.2 | 11.0 | 0.3 | 3.0 "
+        "| 4.0 | 6.0 | 35.0 | 5.0 | 50.0 |"
+    )
+    assert row in text
+    merged = merge_levels([level, level])
+    assert merged.stage_s["count"] == 20.0 and merged.thread_cpu_s["python"] == 0.08
+    # A server without stage metrics (every other peer) has no account table.
+    assert "Where care-serve's time" not in render_markdown(_runs(), [1])
+
+
+def test_stage_sums_are_read_from_a_running_care_serve() -> None:
+    with serving_stack(models=["shapes-classifier"]) as stack:
+        url = f"{stack.http_url}/metrics"
+        before = asyncio.run(scrape_stages(url))
+        for _ in range(3):
+            reply = httpx.post(f"{stack.http_url}/classify", content=jpeg_bytes(64, 48))
+            assert reply.status_code == 200, reply.text
+        after = asyncio.run(scrape_stages(url))
+    assert before is not None and after is not None
+    delta = stage_delta(before, after)
+    assert delta["count"] == 3.0
+    assert delta["request"] >= delta["compute"] > 0 and delta["preprocess"] > 0
+    assert asyncio.run(scrape_stages("http://127.0.0.1:9/metrics", timeout_s=2)) is None
