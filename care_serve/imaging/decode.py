@@ -10,7 +10,9 @@ Two stages, so the caller can route big images before paying for their pixels:
   RGBA/LA and grayscale images to 8-bit RGB (alpha is dropped, as the
   timm/torchvision ImageNet loader does with ``convert("RGB")``). With
   ``reduce_to``, a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8
-  scale by the codec itself (DCT scaling), never below ``reduce_to``.
+  scale by the codec itself (DCT scaling), never below ``reduce_to`` (for
+  camera-size images: ``DECODE_SLACK`` of it, the resize then enlarging by at
+  most 1/0.85).
 
 The bytes come from clients, so *any* exception Pillow raises on them (it raises
 ``TypeError``, ``SyntaxError``, ``struct.error``... on crafted files) is a bad
@@ -32,6 +34,7 @@ from care_serve.errors import CareServeError, InvalidInput, PayloadTooLarge
 from care_serve.settings import register_image_plugins
 
 __all__ = [
+    "DECODE_SLACK",
     "DecodedImage",
     "ImageProbe",
     "configure_pillow",
@@ -206,13 +209,33 @@ def _format_of(data: bytes) -> str | None:
         return None
 
 
+#: How far below the size the resize needs a reduced-scale decode may go, when that reaches a
+#: scale of 1/4 or 1/8 (a camera-size image, at least ~3.4x the needed size; ordinary photos
+#: keep a decode at least the needed size). A 1920x1080 frame for a 512-wide letterbox
+#: (512x288) then decodes at 1/4 (480x270, enlarged 1.07x) rather than 1/2 (960x540, shrunk
+#: 1.9x): a quarter of the pixels to decode and resize. The camera-size benchmark measures
+#: what it changes (``benchmarks.model.camera_sizes``).
+DECODE_SLACK = 0.85
+
+
+def _jpeg_scale(size: tuple[int, int], want: tuple[int, int]) -> int:
+    """Pillow's ``draft`` rule: the largest of 8, 4, 2, 1 that keeps ``size`` >= ``want``."""
+    fit = min(size[0] // max(1, want[0]), size[1] // max(1, want[1]))
+    return next((scale for scale in (8, 4, 2) if fit >= scale), 1)
+
+
 def _reduce(image: Image.Image, reduce_to: tuple[int, int], transposed: bool) -> None:
-    """Let the JPEG codec decode at the smallest 1/2^k scale that is at least ``reduce_to``."""
+    """Let the JPEG codec decode at the smallest 1/2^k scale that is at least ``reduce_to``
+    (at least ``DECODE_SLACK`` of it where that gives 1/4 or 1/8)."""
+    if image.format != "JPEG" or image.mode not in ("RGB", "L", "CMYK", "YCbCr"):
+        return
     want_w, want_h = reduce_to
     if transposed:
         want_w, want_h = want_h, want_w
-    if image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
-        image.draft(image.mode, (max(1, want_w), max(1, want_h)))
+    slack = (max(1, int(DECODE_SLACK * want_w)), max(1, int(DECODE_SLACK * want_h)))
+    if _jpeg_scale(image.size, slack) >= 4:
+        want_w, want_h = slack
+    image.draft(image.mode, (max(1, want_w), max(1, want_h)))
 
 
 def load_image(probe: ImageProbe, *, reduce_to: tuple[int, int] | None = None) -> DecodedImage:

@@ -235,9 +235,14 @@ class WholeImageTask(Task):
         return resized_size(width, height, self.manifest)
 
     def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, PreprocessMeta]:
-        gap = FAST_REDUCING_GAP if self.fast_preprocess else None
-        size = (image.width, image.height)
-        return preprocess_image(image.image, self.manifest, size=size, reducing_gap=gap)
+        fast = self.fast_preprocess
+        return preprocess_image(
+            image.image,
+            self.manifest,
+            size=(image.width, image.height),
+            reducing_gap=FAST_REDUCING_GAP if fast else None,
+            crop_only=fast,
+        )
 
 
 def get_task_class(name: str) -> type[Task]:

@@ -81,7 +81,7 @@ def reference(model: Any, png: bytes, store: Path, normalize: bool = True) -> np
     """The PyTorch model's pre-logits for ``png``, preprocessed as the package says."""
     manifest = ModelRepository(store).package("tiny-embed").manifest
     decoded = decode_image(png, max_bytes=10**8, max_pixels=10**8)
-    x, _ = preprocess_image(decoded.image, manifest)
+    x, _ = preprocess_image(decoded.image, manifest, crop_only=True)  # the served default
     with torch.inference_mode():
         vector = CAREEmbedder(model).eval()(torch.from_numpy(x[None]))[0].double().numpy()
     return vector / np.linalg.norm(vector) if normalize else vector

@@ -29,7 +29,7 @@ from PIL import Image
 
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2 as pb
 from care_serve.grpc_gen.care_serve.v1 import inference_pb2_grpc as pb_grpc
-from care_serve.imaging.decode import decode_image
+from care_serve.imaging.decode import DECODE_SLACK, decode_image
 from care_serve.imaging.preprocess import preprocess_image
 from care_serve.server import BackgroundStack
 from care_serve.store import BatchingConfig, read_manifest, write_package
@@ -105,6 +105,7 @@ def test_masks_and_overlays_are_capped_at_max_output_pixels(bundled: BackgroundS
     with httpx.Client(base_url=bundled.http_url, timeout=60) as client:
         body = client.post("/segment", content=_big_png(200, 150)).json()
         boxes = client.post("/detect?format=overlay&score_threshold=0", content=data)
+    assert "mask_width" in body, body
     assert (body["mask_width"], body["mask_height"]) == (200, 150)
     assert Image.open(io.BytesIO(boxes.content)).size[0] == w  # detection overlays too
 
@@ -219,8 +220,18 @@ def test_large_jpegs_are_decoded_at_reduced_scale_with_the_same_input() -> None:
     a, _ = preprocess_image(full.image, manifest)
     b, _ = preprocess_image(reduced.image, manifest)
     assert rel_error(b, a) < 0.02
-    # never below what was asked for: a 1/8 decode would be too small here
+    # never below DECODE_SLACK of what was asked for: a 1/8 decode would be too small here
     assert decode_image(data, reduce_to=(600, 450), **limits).image.size == (1000, 750)
+    # a 1080p frame for a 512 letterbox (512x288): 1/4 scale (480x270) is within the slack
+    frame = io.BytesIO()
+    picture.resize((1920, 1080)).save(frame, "JPEG", quality=90)
+    assert DECODE_SLACK * 512 <= 480
+    assert decode_image(frame.getvalue(), reduce_to=(512, 288), **limits).image.size == (480, 270)
+    assert decode_image(frame.getvalue(), reduce_to=(600, 340), **limits).image.size == (960, 540)
+    # an ordinary photo keeps a decode at least the size its resize needs (no slack at 1/2)
+    photo = io.BytesIO()
+    picture.resize((640, 480)).save(photo, "JPEG", quality=90)
+    assert decode_image(photo.getvalue(), reduce_to=(341, 256), **limits).image.size == (640, 480)
 
 
 # -- readiness -------------------------------------------------------------------------------

@@ -41,9 +41,9 @@ def stub(running: BackgroundStack) -> Iterator[Any]:
 
 
 def _torch_probs(model: Any, data: bytes) -> np.ndarray:
-    """What the torch model says for the same image, preprocessed the same way."""
+    """What the torch model says for the same image, preprocessed as the server does."""
     image = decode_image(data, max_bytes=10**7, max_pixels=10**7)
-    array, _ = preprocess_image(image.image, make_manifest())
+    array, _ = preprocess_image(image.image, make_manifest(), crop_only=True)  # served default
     with torch.inference_mode():
         logits = model(torch.from_numpy(array[None])).numpy()[0]
     return softmax(logits)

@@ -122,6 +122,29 @@ def test_center_crop_matches_the_eval_transform_exactly(wh: tuple[int, int]) -> 
     assert meta.orig_width == wh[0] and meta.input_width == 224
 
 
+@pytest.mark.parametrize("wh", [(640, 480), (480, 640), (1000, 751), (1920, 1080), (300, 300)])
+def test_crop_only_resizes_what_the_crop_keeps_within_one_step(wh: tuple[int, int]) -> None:
+    """The fast centre crop: the same geometry, pixel values at most 1/255 apart, rarely."""
+    rng = np.random.default_rng(wh[0] * 7 + wh[1])
+    img = Image.fromarray(rng.integers(0, 256, (wh[1], wh[0], 3), dtype=np.uint8))
+    manifest = make_manifest(input=InputSpec(height=224, width=224))
+    exact, meta = preprocess_image(img, manifest)
+    fast, fast_meta = preprocess_image(img, manifest, crop_only=True)
+    assert fast_meta == meta and fast.shape == exact.shape
+    steps = np.abs(fast - exact) * np.asarray([0.229, 0.224, 0.225])[:, None, None] * 255
+    assert steps.max() <= 1.0 + 1e-4
+    assert (steps > 0.5).mean() < 0.005
+
+
+@pytest.mark.parametrize("wh", [(200, 301), (97, 431)])
+def test_crop_only_keeps_the_exact_path_when_the_resize_enlarges(wh: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(wh))
+    img = Image.fromarray(rng.integers(0, 256, (wh[1], wh[0], 3), dtype=np.uint8))
+    manifest = make_manifest(input=InputSpec(height=224, width=224))
+    fast, _ = preprocess_image(img, manifest, crop_only=True)
+    assert np.array_equal(fast, _reference_eval_transform(img, 224, 256).numpy())
+
+
 def test_letterbox_meta_maps_back() -> None:
     img = Image.new("RGB", (200, 100), (255, 255, 255))
     manifest = make_manifest(
@@ -132,3 +155,10 @@ def test_letterbox_meta_maps_back() -> None:
     assert (meta.scale_x, meta.offset_x, meta.offset_y) == (0.32, 0.0, 16.0)
     x, y = meta.to_original(np.array([0.0, 64.0]), np.array([16.0, 48.0]))
     assert np.allclose(x, [0, 200]) and np.allclose(y, [0, 100])
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_an_image_smaller_than_its_resize_decodes_whole(fmt: str) -> None:
+    data = _save(Image.new("RGB", (200, 150), (10, 20, 30)), fmt)
+    decoded = decode_image(data, max_bytes=10**6, max_pixels=10**6, reduce_to=(512, 288))
+    assert decoded.image.size == (200, 150)

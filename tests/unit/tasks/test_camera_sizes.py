@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from care_serve.backends import load_backend
-from care_serve.imaging.decode import ImageProbe, probe_image
+from care_serve.imaging.decode import DECODE_SLACK, ImageProbe, probe_image
 from care_serve.imaging.letterbox import preprocess as letterbox_preprocess
 from care_serve.offline.data.synthetic import scene_rng
 from care_serve.offline.data.wide import WideSpec, make_wide_scene
@@ -151,11 +151,14 @@ def test_fast_input_is_close_to_exact_with_the_same_geometry(
         assert fast_meta.letterbox == exact_meta.letterbox
 
 
-def test_dense_decode_size_is_the_letterboxed_size_and_never_less() -> None:
+def test_dense_decode_size_is_the_letterboxed_size_within_the_slack() -> None:
     task = make_task("detection", True)
     assert task.decode_size(1920, 1080) == (512, 288)
     image = task.decode(probe(photo_jpeg(1920, 1080, 1)))
-    assert image.image.size == (960, 540)  # 1/2: 1/4 would be 480 x 270, below 512 x 288
+    assert image.image.size == (480, 270)  # 1/4: 0.94 of 512 x 288, within DECODE_SLACK
+    assert DECODE_SLACK * 512 <= 480
+    # 1/4 of 1280 x 720 would be 0.62 of what the letterbox needs: 1/2, never less
+    assert task.decode(probe(photo_jpeg(1280, 720, 1))).image.size == (640, 360)
     assert task.decode(probe(photo_jpeg(600, 400, 1))).image.size == (600, 400)
 
 
@@ -166,7 +169,7 @@ def test_fast_path_keeps_exif_orientation_and_the_sent_size() -> None:
     for kind in ("classification", "detection"):
         array, meta, decoded = prepared(make_task(kind, True), data)
         assert (decoded.width, decoded.height) == (1080, 1920)
-        assert decoded.image.size == ((270, 480) if kind == "classification" else (540, 960))
+        assert decoded.image.size == (270, 480)  # 1/4 for both (the detector within the slack)
         assert (meta.orig_width, meta.orig_height) == (1080, 1920)
         exact, _, _ = prepared(make_task(kind, False), data)
         assert rel_error(array, exact) < 0.03
