@@ -203,7 +203,8 @@ class Settings(BaseSettings):
     large_image_pixels: int = Field(
         default=4_194_304,
         ge=1,
-        description="Images with more pixels are decoded and post-processed in a pool of their "
+        description="Images whose decode holds more pixels (a baseline JPEG decoded at reduced "
+        "scale counts at its reduced size) are decoded and post-processed in a pool of their "
         "own with one thread, so they never hold the workers small images need.",
     )
 

@@ -39,6 +39,7 @@ __all__ = [
     "ImageProbe",
     "configure_pillow",
     "decode_image",
+    "decoded_pixels",
     "load_image",
     "probe_image",
     "to_rgb",
@@ -224,18 +225,42 @@ def _jpeg_scale(size: tuple[int, int], want: tuple[int, int]) -> int:
     return next((scale for scale in (8, 4, 2) if fit >= scale), 1)
 
 
-def _reduce(image: Image.Image, reduce_to: tuple[int, int], transposed: bool) -> None:
-    """Let the JPEG codec decode at the smallest 1/2^k scale that is at least ``reduce_to``
-    (at least ``DECODE_SLACK`` of it where that gives 1/4 or 1/8)."""
-    if image.format != "JPEG" or image.mode not in ("RGB", "L", "CMYK", "YCbCr"):
-        return
+def _reducible(image: Image.Image) -> bool:
+    return image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr")
+
+
+def _target(image: Image.Image, reduce_to: tuple[int, int], transposed: bool) -> tuple[int, int]:
+    """The size to ask the codec for, in the file's own orientation (slack applied)."""
     want_w, want_h = reduce_to
     if transposed:
         want_w, want_h = want_h, want_w
     slack = (max(1, int(DECODE_SLACK * want_w)), max(1, int(DECODE_SLACK * want_h)))
     if _jpeg_scale(image.size, slack) >= 4:
-        want_w, want_h = slack
-    image.draft(image.mode, (max(1, want_w), max(1, want_h)))
+        return slack
+    return max(1, want_w), max(1, want_h)
+
+
+def _reduce(image: Image.Image, reduce_to: tuple[int, int], transposed: bool) -> None:
+    """Let the JPEG codec decode at the smallest 1/2^k scale that is at least ``reduce_to``
+    (at least ``DECODE_SLACK`` of it where that gives 1/4 or 1/8)."""
+    if _reducible(image):
+        image.draft(image.mode, _target(image, reduce_to, transposed))
+
+
+def decoded_pixels(probe: ImageProbe, reduce_to: tuple[int, int] | None) -> int:
+    """How many pixels ``load_image(probe, reduce_to=...)`` holds while it decodes.
+
+    A baseline JPEG decoded at reduced scale streams through the codec row by row, so
+    it holds only the reduced image; a progressive JPEG keeps every DCT coefficient of
+    the full image until its last scan, so it counts at full size, as does every other
+    format and every full-resolution decode.
+    """
+    image = probe.image
+    if reduce_to is None or not _reducible(image) or image.info.get("progressive"):
+        return probe.pixels
+    transposed = (probe.width, probe.height) != image.size
+    scale = _jpeg_scale(image.size, _target(image, reduce_to, transposed))
+    return -(-image.size[0] // scale) * -(-image.size[1] // scale)
 
 
 def load_image(probe: ImageProbe, *, reduce_to: tuple[int, int] | None = None) -> DecodedImage:

@@ -13,7 +13,9 @@ A request's life, each stage bounded by the request deadline:
    ``Retry-After`` / RESOURCE_EXHAUSTED);
 2. **read** the body (REST passes a reader, so a slow upload counts as admitted);
 3. **decode + preprocess** in the ``small`` pool, or in the one-thread ``large``
-   pool for images over ``large_image_pixels`` (``care_serve.serving.workers``);
+   pool for images whose decode holds over ``large_image_pixels``
+   (``care_serve.serving.workers``; ``decoded_pixels``: a baseline JPEG decoded at
+   reduced scale counts at its reduced size);
 4. **queue + compute** in the model's dynamic batcher;
 5. **post-process** (inline for cheap tasks, else in the pool of its size).
 
@@ -43,7 +45,13 @@ from care_serve.errors import (
     ServerBusy,
     ShuttingDown,
 )
-from care_serve.imaging.decode import DecodedImage, ImageProbe, load_image, probe_image
+from care_serve.imaging.decode import (
+    DecodedImage,
+    ImageProbe,
+    decoded_pixels,
+    load_image,
+    probe_image,
+)
 from care_serve.imaging.inputs import (
     EncodedImage,
     ImageInput,
@@ -420,17 +428,22 @@ class DataPlane:
             allowed_formats=self.settings.allowed_image_formats,
         )
         probe_s = time.perf_counter() - t0
-        if self.pools.is_large(probe.pixels):
+        if self.pools.is_large(decoded_pixels(probe, self._reduce_to(loaded, probe))):
             return probe, probe_s
         return self._decode(loaded, probe, probe_s, deadline)
+
+    def _reduce_to(self, loaded: LoadedModel, probe: ImageProbe) -> tuple[int, int] | None:
+        """The smallest size ``probe`` may be decoded at for ``loaded`` (None: full size)."""
+        if not self.settings.reduced_decode:
+            return None
+        return loaded.task.decode_size(probe.width, probe.height)
 
     def _decode(
         self, loaded: LoadedModel, probe: ImageProbe, probe_s: float, deadline: float
     ) -> _Prepared:
         _check_deadline(deadline)
         t0 = time.perf_counter()
-        reduce_to = loaded.task.decode_size(probe.width, probe.height)
-        image = load_image(probe, reduce_to=reduce_to if self.settings.reduced_decode else None)
+        image = load_image(probe, reduce_to=self._reduce_to(loaded, probe))
         return self._preprocess(loaded, image, probe_s + time.perf_counter() - t0)
 
     def _from_frame(self, loaded: LoadedModel, frame: RgbFrame, deadline: float) -> _Prepared:

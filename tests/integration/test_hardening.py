@@ -142,6 +142,34 @@ def test_large_images_never_hold_the_workers_small_images_need(
     assert "decoding" in answers[0].json()["error"]["message"]
 
 
+def test_a_jpeg_decoded_at_reduced_scale_is_routed_by_what_it_holds(
+    store: Path, start_stack: Any
+) -> None:
+    """A baseline JPEG over large_image_pixels but decoded at 1/8 holds only the reduced
+    image: it goes to the small pool. A progressive one holds every coefficient: large."""
+    stack = start_stack(store, large_image_pixels=200 * 200)
+    picture = Image.fromarray(
+        np.random.default_rng(5).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    )
+    baseline, progressive = io.BytesIO(), io.BytesIO()
+    picture.save(baseline, "JPEG", quality=85)
+    picture.save(progressive, "JPEG", quality=85, progressive=True)
+    gate = _hold(stack.stack.pools.large)
+    try:
+        with httpx.Client(base_url=stack.http_url, timeout=30) as client:
+            fast = client.post("/classify", content=baseline.getvalue())
+            assert fast.status_code == 200, fast.text  # answered while the large pool is held
+            held = client.post(
+                "/classify",
+                content=progressive.getvalue(),
+                headers={"X-Request-Timeout-Ms": "500"},
+            )
+    finally:
+        gate.set()
+    assert held.status_code == 504, held.text  # waited for the (held) large pool
+    assert "decoding" in held.json()["error"]["message"]
+
+
 def test_deadline_is_enforced_while_a_request_waits_for_decode(
     store: Path, start_stack: Any
 ) -> None:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from care_serve.errors import InvalidInput, PayloadTooLarge
-from care_serve.imaging.decode import decode_image
+from care_serve.imaging.decode import decode_image, decoded_pixels, load_image, probe_image
 from care_serve.imaging.preprocess import preprocess_image
 from care_serve.store import InputSpec, Preprocessing
 from tests.helpers.packages import jpeg_bytes, make_manifest, png_bytes
@@ -162,3 +162,17 @@ def test_an_image_smaller_than_its_resize_decodes_whole(fmt: str) -> None:
     data = _save(Image.new("RGB", (200, 150), (10, 20, 30)), fmt)
     decoded = decode_image(data, max_bytes=10**6, max_pixels=10**6, reduce_to=(512, 288))
     assert decoded.image.size == (200, 150)
+
+
+def test_decoded_pixels_counts_what_the_decode_holds() -> None:
+    picture = Image.fromarray(
+        np.random.default_rng(1).integers(0, 256, (750, 1000, 3), dtype=np.uint8)
+    )
+    limits = {"max_bytes": 10**8, "max_pixels": 10**8}
+    baseline = probe_image(_save(picture, "JPEG", quality=85), **limits)
+    assert decoded_pixels(baseline, (120, 90)) == 125 * 94  # 1/8, rounded up as libjpeg does
+    assert load_image(baseline, reduce_to=(120, 90)).image.size == (125, 94)
+    assert decoded_pixels(probe_image(_save(picture, "JPEG"), **limits), None) == 750_000
+    progressive = probe_image(_save(picture, "JPEG", progressive=True), **limits)
+    assert decoded_pixels(progressive, (120, 90)) == 750_000  # every coefficient is kept
+    assert decoded_pixels(probe_image(_save(picture, "PNG"), **limits), (120, 90)) == 750_000
