@@ -4,9 +4,11 @@ Each request gets a future and waits in a queue. One background task per model
 takes the oldest request and collects more until the batch holds
 ``max_batch_size`` requests (or a preferred size), or the oldest has waited
 ``max_queue_delay_ms`` (on the event loop's monotonic clock). The batch runs in
-one of the model's compute threads so the event loop stays free; up to ``slots``
-batches compute at once (the next batch is collected while the others run), so
-independent requests fill each other's idle gaps on the cores. Outputs are split
+a compute thread so the event loop stays free; up to ``slots`` batches compute
+at once (the next batch is collected while the others run), so independent
+requests fill each other's idle gaps on the cores. Each slot has its own thread
+and a batch takes the lowest free slot, so a lone request always runs in the
+same thread (onnxruntime's workers and the caches stay with it). Outputs are split
 back, their count checked, and every future answered. Requests whose deadline
 passed while queued are dropped from the batch and answered with
 ``DeadlineExceeded``; a full batcher (``max_queue_size`` queued beyond the
@@ -19,10 +21,11 @@ restarts. Model code never knows batching exists.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -70,7 +73,7 @@ class DynamicBatcher:
         self,
         run: RunFn,
         config: BatchingConfig,
-        executor: Executor,
+        executor: Executor | Sequence[Executor],
         *,
         name: str = "model",
         on_batch: Callable[[int, float], None] | None = None,
@@ -82,7 +85,12 @@ class DynamicBatcher:
         self._run = run
         self.slots = slots
         self.config = config
-        self._executor = executor
+        if isinstance(executor, Executor):
+            executor = [executor] * slots
+        if len(executor) != slots:
+            raise ValueError(f"{slots} slots need {slots} executors, got {len(executor)}")
+        self._executors = list(executor)
+        self._free_slots = list(range(slots))
         self.name = name
         self._on_batch = on_batch
         self._on_queue_depth = on_queue_depth
@@ -250,18 +258,20 @@ class DynamicBatcher:
                 self._start(batch)
 
     def _start(self, batch: list[_Item]) -> None:
-        """Run ``batch`` in a slot of its own; the loop goes on collecting the next one."""
+        """Run ``batch`` in the lowest free slot; the loop goes on collecting the next one."""
         assert self._loop is not None
         n = len(batch)
+        slot = self._free_slots.pop(0)  # the loop only starts a batch when a slot is free
         self._executing += 1  # counted now, so the loop sees the slot taken at once
         self._executing_items += n
-        task = self._loop.create_task(self._execute(batch), name=f"batch-{self.name}")
+        task = self._loop.create_task(self._execute(batch, slot), name=f"batch-{self.name}")
         self._running.add(task)
 
         def finished(task: asyncio.Task[None]) -> None:
             self._running.discard(task)
             self._executing -= 1
             self._executing_items -= n
+            bisect.insort(self._free_slots, slot)
             if self._slot_free is not None:
                 self._slot_free.set()
             if task.cancelled():  # also when cancelled before it began
@@ -284,13 +294,13 @@ class DynamicBatcher:
     def _run_batch(self, arrays: list[np.ndarray]) -> Outputs:
         return self._run(np.stack(arrays))
 
-    async def _execute(self, batch: list[_Item]) -> None:
+    async def _execute(self, batch: list[_Item], slot: int = 0) -> None:
         assert self._loop is not None
         n = len(batch)
         started = self._loop.time()
         try:
             outputs = await self._loop.run_in_executor(
-                self._executor, self._run_batch, [it.array for it in batch]
+                self._executors[slot], self._run_batch, [it.array for it in batch]
             )
             bad = {k: v.shape for k, v in outputs.items() if v.shape[:1] != (n,)}
             if bad:

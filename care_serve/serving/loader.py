@@ -50,7 +50,7 @@ class LoadedModel:
     backend: ModelCompute
     task: Task
     batcher: DynamicBatcher
-    executor: ThreadPoolExecutor
+    executors: list[ThreadPoolExecutor]  # one thread per batch slot; the first also loads
     threads: int
     load_seconds: float
     loaded_at: float = field(default_factory=time.time)
@@ -64,6 +64,11 @@ class LoadedModel:
     @property
     def version(self) -> int:
         return self.manifest.version
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The first compute thread: it loads the version and runs lone batches."""
+        return self.executors[0]
 
 
 async def build_version(
@@ -87,12 +92,16 @@ async def build_version(
     manifest = package.manifest
     where = f"{manifest.name}/{manifest.version}"
     slots = settings.batch_slots(threads, manifest.format)
-    executor = ThreadPoolExecutor(
-        slots,
-        thread_name_prefix=f"compute-{manifest.name}",
-        initializer=name_this_thread,
-        initargs=("care-compute",),
-    )
+    executors = [
+        ThreadPoolExecutor(
+            1,
+            thread_name_prefix=f"compute-{manifest.name}-{slot}",
+            initializer=name_this_thread,
+            initargs=("care-compute",),
+        )
+        for slot in range(slots)
+    ]
+    executor = executors[0]
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:
@@ -104,7 +113,8 @@ async def build_version(
         labels = read_labels(package.path, manifest) if task_class.has_labels else []
         task = task_class(manifest, labels, settings)
     except BaseException:
-        executor.shutdown(wait=False)
+        for each in executors:
+            each.shutdown(wait=False)
         raise
 
     def load() -> ModelCompute:
@@ -130,7 +140,8 @@ async def build_version(
         for part in backend.parts():
             await loop.run_in_executor(executor, warm_up, part, manifest, settings.warmup_runs)
     except BaseException:
-        executor.shutdown(wait=False)
+        for each in executors:
+            each.shutdown(wait=False)
         raise
     seconds = time.perf_counter() - started
     labels_ = (manifest.name, str(manifest.version))
@@ -142,7 +153,7 @@ async def build_version(
     batcher = DynamicBatcher(
         backend.run,
         manifest.batching,
-        executor,
+        executors,
         slots=slots,
         name=f"{manifest.name}/{manifest.version}",
         on_batch=on_batch,
@@ -150,7 +161,7 @@ async def build_version(
     )
     batcher.start()
     metrics.load_duration.labels(*labels_).set(seconds)
-    return LoadedModel(manifest, package.path, backend, task, batcher, executor, threads, seconds)
+    return LoadedModel(manifest, package.path, backend, task, batcher, executors, threads, seconds)
 
 
 def _log_trust(path: Path, where: str, report: TrustReport) -> None:

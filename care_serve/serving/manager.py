@@ -593,7 +593,8 @@ class ModelManager:
                 drain,
             )
         await model.batcher.close()
-        model.executor.shutdown(wait=drain > 0)
+        for executor in model.executors:
+            executor.shutdown(wait=drain > 0)
         model.backend.close()
         model.state = "unloaded"
         labels = (model.name, str(model.version))

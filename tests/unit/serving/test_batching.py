@@ -269,3 +269,33 @@ def test_closing_fails_the_batches_still_computing_in_every_slot() -> None:
 def test_a_batcher_needs_a_slot() -> None:
     with pytest.raises(ValueError, match="at least one slot"):
         DynamicBatcher(FakeBackend().run, BatchingConfig(), ThreadPoolExecutor(1), slots=0)
+
+
+def test_each_slot_has_its_thread_and_a_lone_batch_takes_the_first() -> None:
+    threads: list[str] = []
+    backend = OverlapBackend()
+
+    def run(batch: np.ndarray) -> dict[str, np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return backend.run(batch)
+
+    async def main() -> None:
+        executors = [ThreadPoolExecutor(1, thread_name_prefix=f"slot{i}") for i in range(2)]
+        config = BatchingConfig(max_batch_size=1, max_queue_delay_ms=0, max_queue_size=64)
+        batcher = DynamicBatcher(run, config, executors, name="fake", slots=2)
+        batcher.start()
+        backend.partner.set()  # runs do not wait for a partner
+        for i in range(4):  # one after another: always the first slot
+            await batcher.submit(np.full((1,), i, np.float32))
+        assert {t.split("_")[0] for t in threads} == {"slot0"}
+        backend.partner.clear()  # now each run waits (bounded) for a second one
+        threads.clear()
+        await asyncio.gather(*(batcher.submit(np.zeros((1,), np.float32)) for _ in range(2)))
+        assert {t.split("_")[0] for t in threads} == {"slot0", "slot1"}
+        await batcher.close()
+        for executor in executors:
+            executor.shutdown()
+
+    _run(main())
+    with pytest.raises(ValueError, match="2 slots need 2 executors"):
+        DynamicBatcher(run, BatchingConfig(), [ThreadPoolExecutor(1)], slots=2)
