@@ -225,26 +225,22 @@ def _jpeg_scale(size: tuple[int, int], want: tuple[int, int]) -> int:
     return next((scale for scale in (8, 4, 2) if fit >= scale), 1)
 
 
-def _reducible(image: Image.Image) -> bool:
-    return image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr")
-
-
-def _target(image: Image.Image, reduce_to: tuple[int, int], transposed: bool) -> tuple[int, int]:
-    """The size to ask the codec for, in the file's own orientation (slack applied)."""
+def _codec_size(probe: ImageProbe, reduce_to: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The size to ask the JPEG codec for, in the file's own orientation: at least
+    ``reduce_to`` (``DECODE_SLACK`` of it where that gives 1/4 or 1/8); None when the
+    image decodes whole (no ``reduce_to``, or a format or mode without DCT scaling)."""
+    image = probe.image
+    if reduce_to is None or image.format != "JPEG":
+        return None
+    if image.mode not in ("RGB", "L", "CMYK", "YCbCr"):
+        return None
     want_w, want_h = reduce_to
-    if transposed:
+    if (probe.width, probe.height) != image.size:  # EXIF-transposed
         want_w, want_h = want_h, want_w
     slack = (max(1, int(DECODE_SLACK * want_w)), max(1, int(DECODE_SLACK * want_h)))
     if _jpeg_scale(image.size, slack) >= 4:
         return slack
     return max(1, want_w), max(1, want_h)
-
-
-def _reduce(image: Image.Image, reduce_to: tuple[int, int], transposed: bool) -> None:
-    """Let the JPEG codec decode at the smallest 1/2^k scale that is at least ``reduce_to``
-    (at least ``DECODE_SLACK`` of it where that gives 1/4 or 1/8)."""
-    if _reducible(image):
-        image.draft(image.mode, _target(image, reduce_to, transposed))
 
 
 def decoded_pixels(probe: ImageProbe, reduce_to: tuple[int, int] | None) -> int:
@@ -256,19 +252,19 @@ def decoded_pixels(probe: ImageProbe, reduce_to: tuple[int, int] | None) -> int:
     format and every full-resolution decode.
     """
     image = probe.image
-    if reduce_to is None or not _reducible(image) or image.info.get("progressive"):
+    target = _codec_size(probe, reduce_to)
+    if target is None or image.info.get("progressive"):
         return probe.pixels
-    transposed = (probe.width, probe.height) != image.size
-    scale = _jpeg_scale(image.size, _target(image, reduce_to, transposed))
+    scale = _jpeg_scale(image.size, target)
     return -(-image.size[0] // scale) * -(-image.size[1] // scale)
 
 
 def load_image(probe: ImageProbe, *, reduce_to: tuple[int, int] | None = None) -> DecodedImage:
     """Decode a probed image to RGB (``reduce_to``: the smallest displayed size needed)."""
     image, fmt = probe.image, probe.format
-    if reduce_to is not None:
-        transposed = (probe.width, probe.height) != image.size
-        _guarded(f"cannot decode the {fmt} image", lambda: _reduce(image, reduce_to, transposed))
+    target = _codec_size(probe, reduce_to)
+    if target is not None:
+        _guarded(f"cannot decode the {fmt} image", lambda: image.draft(image.mode, target))
     _guarded(f"the {fmt} image is truncated or corrupt and cannot be decoded", lambda: image.load())
     rgb = _guarded(
         f"cannot convert the {fmt} image (mode {probe.mode}) to RGB; send an RGB, grayscale, "

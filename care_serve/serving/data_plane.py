@@ -94,6 +94,15 @@ class _Prepared:
 
 
 @dataclass(frozen=True)
+class _Probed:
+    """An image whose header was checked, with the size it will be decoded at."""
+
+    probe: ImageProbe
+    reduce_to: tuple[int, int] | None
+    probe_s: float
+
+
+@dataclass(frozen=True)
 class _Request:
     """What every image of one request shares."""
 
@@ -410,14 +419,13 @@ class DataPlane:
         )
         if isinstance(first, _Prepared):
             return first
-        probe, probe_s = first
         return await loop.run_in_executor(
-            self.pools.large, self.pools.trimmed, self._decode, loaded, probe, probe_s, deadline
+            self.pools.large, self.pools.trimmed, self._decode, loaded, first, deadline
         )
 
     def _probe_and_maybe_decode(
         self, loaded: LoadedModel, data: bytes, deadline: float
-    ) -> _Prepared | tuple[ImageProbe, float]:
+    ) -> _Prepared | _Probed:
         """Probe in the small pool; finish there unless the image is large."""
         _check_deadline(deadline)
         t0 = time.perf_counter()
@@ -427,24 +435,16 @@ class DataPlane:
             max_pixels=self.settings.max_image_pixels,
             allowed_formats=self.settings.allowed_image_formats,
         )
-        probe_s = time.perf_counter() - t0
-        if self.pools.is_large(decoded_pixels(probe, self._reduce_to(loaded, probe))):
-            return probe, probe_s
-        return self._decode(loaded, probe, probe_s, deadline)
+        probed = _Probed(probe, loaded.task.reduce_to(probe), time.perf_counter() - t0)
+        if self.pools.is_large(decoded_pixels(probe, probed.reduce_to)):
+            return probed
+        return self._decode(loaded, probed, deadline)
 
-    def _reduce_to(self, loaded: LoadedModel, probe: ImageProbe) -> tuple[int, int] | None:
-        """The smallest size ``probe`` may be decoded at for ``loaded`` (None: full size)."""
-        if not self.settings.reduced_decode:
-            return None
-        return loaded.task.decode_size(probe.width, probe.height)
-
-    def _decode(
-        self, loaded: LoadedModel, probe: ImageProbe, probe_s: float, deadline: float
-    ) -> _Prepared:
+    def _decode(self, loaded: LoadedModel, probed: _Probed, deadline: float) -> _Prepared:
         _check_deadline(deadline)
         t0 = time.perf_counter()
-        image = load_image(probe, reduce_to=self._reduce_to(loaded, probe))
-        return self._preprocess(loaded, image, probe_s + time.perf_counter() - t0)
+        image = load_image(probed.probe, reduce_to=probed.reduce_to)
+        return self._preprocess(loaded, image, probed.probe_s + time.perf_counter() - t0)
 
     def _from_frame(self, loaded: LoadedModel, frame: RgbFrame, deadline: float) -> _Prepared:
         _check_deadline(deadline)

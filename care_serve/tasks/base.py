@@ -160,10 +160,14 @@ class Task(ABC):
         """
         return None
 
+    def reduce_to(self, probe: ImageProbe) -> tuple[int, int] | None:
+        """The smallest size ``probe`` may be decoded at: ``decode_size`` on the fast path,
+        None (full resolution) on the exact one."""
+        return self.decode_size(probe.width, probe.height) if self.fast_preprocess else None
+
     def decode(self, probe: ImageProbe) -> DecodedImage:
         """Decode a probed image: at reduced scale when fast and the format allows it."""
-        reduce_to = self.decode_size(probe.width, probe.height) if self.fast_preprocess else None
-        return load_image(probe, reduce_to=reduce_to)
+        return load_image(probe, reduce_to=self.reduce_to(probe))
 
     @abstractmethod
     def preprocess(self, image: DecodedImage) -> tuple[np.ndarray, PreprocessMeta]:
