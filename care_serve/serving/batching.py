@@ -101,7 +101,6 @@ class DynamicBatcher:
         self._slot_free: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._executing = 0
         self._executing_items = 0
         self._max_delay = config.max_queue_delay_ms / 1000.0
         self._preferred = frozenset(config.preferred_batch_sizes)
@@ -121,7 +120,7 @@ class DynamicBatcher:
     @property
     def idle(self) -> bool:
         """No request queued or executing."""
-        return not self._queue and not self._executing
+        return not self._queue and len(self._free_slots) == self.slots
 
     async def submit(
         self, array: np.ndarray, deadline: float | None = None, *, background: bool = False
@@ -234,7 +233,7 @@ class DynamicBatcher:
         assert self._slot_free is not None
         loop, wakeup, slot_free = self._loop, self._wakeup, self._slot_free
         while True:
-            while self._executing >= self.slots:
+            while not self._free_slots:
                 slot_free.clear()
                 await slot_free.wait()
             self._prune(loop.time())
@@ -261,15 +260,13 @@ class DynamicBatcher:
         """Run ``batch`` in the lowest free slot; the loop goes on collecting the next one."""
         assert self._loop is not None
         n = len(batch)
-        slot = self._free_slots.pop(0)  # the loop only starts a batch when a slot is free
-        self._executing += 1  # counted now, so the loop sees the slot taken at once
+        slot = self._free_slots.pop(0)  # taken now, so the loop sees it busy at once
         self._executing_items += n
         task = self._loop.create_task(self._execute(batch, slot), name=f"batch-{self.name}")
         self._running.add(task)
 
         def finished(task: asyncio.Task[None]) -> None:
             self._running.discard(task)
-            self._executing -= 1
             self._executing_items -= n
             bisect.insort(self._free_slots, slot)
             if self._slot_free is not None:
