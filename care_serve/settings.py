@@ -378,7 +378,7 @@ class Settings(BaseSettings):
 
     def batch_slots(self, threads: int, weights_format: str) -> int:
         """How many batches of a model with ``threads`` intra-op threads compute at once."""
-        if weights_format != "onnx" or self.backend == "pytorch":
+        if weights_format != "onnx":  # PyTorch's threads are process-wide: one batch
             return 1
         wanted = self.concurrent_batches or threads
         return max(1, min(wanted, threads))
