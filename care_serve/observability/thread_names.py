@@ -12,10 +12,8 @@ event loop (HTTP, routing, JSON) is the main thread. Linux only; a no-op elsewhe
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import functools
-import sys
-from typing import Any
+
+from care_serve.observability.libc import libc_function
 
 __all__ = ["OS_NAME_LIMIT", "name_this_thread"]
 
@@ -23,22 +21,9 @@ OS_NAME_LIMIT = 15  # bytes the kernel keeps of a thread's name
 _PR_SET_NAME = 15
 
 
-@functools.cache
-def _prctl() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        return ctypes.CDLL(name, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
 def name_this_thread(name: str) -> bool:
     """Give the calling thread ``name`` (cut to 15 bytes) for the OS; False if not possible."""
-    prctl = _prctl()
+    prctl = libc_function("prctl")
     if prctl is None:
         return False
     raw = name.encode("utf-8", "replace")[:OS_NAME_LIMIT]

@@ -13,14 +13,12 @@ The model backends run in their own per-model threads (``care_serve.serving.mana
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from care_serve.observability.libc import libc_function
 from care_serve.observability.thread_names import name_this_thread
 from care_serve.settings import Settings
 
@@ -28,18 +26,6 @@ __all__ = ["WorkerPools", "map_large_blocks", "release_free_memory"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-    return trim
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -54,19 +40,13 @@ def map_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     resident after they are freed. A fixed threshold gives every large block back to
     the OS when it is freed. False where this is not glibc.
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
+    mallopt = libc_function("mallopt")
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, threshold))
 
 
 def release_free_memory() -> None:
     """Give the C heap's free pages back to the OS (glibc ``malloc_trim``; no-op elsewhere)."""
-    trim = _malloc_trim()
+    trim = libc_function("malloc_trim")
     if trim is not None:
         trim(0)
 
