@@ -36,13 +36,19 @@ class TreeSample:
     rss_bytes: int
 
 
-def parse_stat(text: str) -> tuple[int, int]:
-    """``(ppid, cpu ticks)`` from the text of ``/proc/PID/stat``.
+def _after_command(text: str) -> list[str]:
+    """The fields of a ``stat`` file after the command name (field 3 onwards).
 
     The command name (field 2) may contain spaces and parentheses, so fields are
-    counted after its last ``)``: ppid is field 4, utime/stime/cutime/cstime 14-17.
+    counted after its last ``)``.
     """
-    rest = text.rsplit(")", 1)[1].split()
+    return text.rsplit(")", 1)[1].split()
+
+
+def parse_stat(text: str) -> tuple[int, int]:
+    """``(ppid, cpu ticks)`` from the text of ``/proc/PID/stat``: ppid is field 4,
+    utime/stime/cutime/cstime 14-17."""
+    rest = _after_command(text)
     return int(rest[1]), sum(int(v) for v in rest[11:15])
 
 
@@ -119,7 +125,7 @@ def process_rss_mb(pid: int, proc: Path = PROC) -> float | None:
 def alive(pid: int, proc: Path = PROC) -> bool:
     """The process exists and is not a zombie."""
     try:
-        return (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return _after_command((proc / str(pid) / "stat").read_text())[0] != "Z"
     except (OSError, IndexError):
         return False
 
@@ -136,8 +142,9 @@ def thread_cpu(pid: int, proc: Path = PROC) -> dict[str, float]:
     for task in tasks:
         try:
             name = (task / "comm").read_text().strip().rstrip("0123456789-_") or "?"
-            rest = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            rest = _after_command((task / "stat").read_text())
         except OSError:
             continue  # the thread ended while we read
+        # utime and stime only: a thread's cutime/cstime are its process's, counted once each
         by_name[name] = by_name.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / ticks
     return by_name

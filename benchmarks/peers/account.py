@@ -26,7 +26,6 @@ _SUFFIX = "_duration_seconds"
 #: The thread names care-serve gives, and what each does (the rest: gRPC core and others).
 THREAD_GROUPS = {
     "python": "event loop",
-    "care-serve": "event loop",
     "care-request": "decode + preprocess",
     "care-large": "decode + preprocess",
     "care-compute": "compute",
