@@ -5,7 +5,7 @@ other image admitted, any model) runs on the *wide* backend with all of them:
 the shortest latency for a lone request. When other requests are in the server,
 a batch runs on the *narrow* backend with ``threads / slots`` threads, and up to
 ``slots`` such batches compute at once (the batcher runs them side by side).
-On two cores, two one-thread runs of CARE-S0 answered 1.2-1.5x the images per
+On two cores, two one-thread runs of CARE-S0 answered 1.1-1.6x the images per
 second of one two-thread run: one thread per run never waits at an operator's
 barrier for the other, so independent requests fill each other's idle gaps
 (docs/performance.md). Every run first takes its threads from the core budget
