@@ -24,7 +24,12 @@ import numpy as np
 from care_serve.backends.base import Backend
 from care_serve.serving.core_budget import CoreBudget
 
-__all__ = ["ModelCompute"]
+__all__ = ["ModelCompute", "narrow_threads"]
+
+
+def narrow_threads(threads: int, slots: int) -> int:
+    """The intra-op threads of each of ``slots`` batches side by side (``threads`` in all)."""
+    return max(1, threads // slots)
 
 
 class ModelCompute:
@@ -45,7 +50,7 @@ class ModelCompute:
         self._wide, self._narrow, self._budget, self._alone = wide, narrow, budget, alone
         self.threads = threads
         self.slots = slots
-        self.narrow_threads = max(1, threads // slots)
+        self.narrow_threads = narrow_threads(threads, slots)
         self.output_names = list(wide.output_names)
         self.name = wide.name
         if narrow is not None:

@@ -25,7 +25,7 @@ from care_serve.errors import ModelStoreError
 from care_serve.observability.metrics import ServingMetrics
 from care_serve.observability.thread_names import name_this_thread
 from care_serve.serving.batching import DynamicBatcher
-from care_serve.serving.compute import ModelCompute
+from care_serve.serving.compute import ModelCompute, narrow_threads
 from care_serve.serving.core_budget import CoreBudget
 from care_serve.settings import Settings
 from care_serve.store.manifest import Manifest
@@ -129,7 +129,9 @@ async def build_version(
         if slots == 1:
             return ModelCompute(wide, threads, core_budget)
         try:
-            narrow = load_backend(package.path, manifest, threads // slots, settings.backend)
+            narrow = load_backend(
+                package.path, manifest, narrow_threads(threads, slots), settings.backend
+            )
         except BaseException:
             wide.close()
             raise
