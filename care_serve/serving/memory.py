@@ -15,11 +15,11 @@ request; it never trims while requests are being answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
 
+from care_serve.serving.periodic import Periodic
 from care_serve.serving.workers import release_free_memory
 
 __all__ = ["MemoryJanitor", "rss_mb"]
@@ -54,22 +54,14 @@ class MemoryJanitor:
         self._trim = trim
         self._rss = rss
         self._rested = rss()  # RSS after the last trim (or at start)
-        self._task: asyncio.Task[None] | None = None
         self.trims = 0
+        self._periodic = Periodic("memory-janitor", interval_s, self.check)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="memory-janitor")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.check()
+        await self._periodic.stop()
 
     async def check(self) -> bool:
         """Trim now if RSS grew by ``growth_mb`` since the last trim and nothing is in flight."""

@@ -12,12 +12,11 @@ version is retried only once its files change.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from care_serve.errors import CareServeError
 from care_serve.serving.manager import ModelManager
+from care_serve.serving.periodic import Periodic
 from care_serve.store.config import VersionPolicy
 
 __all__ = ["StoreWatcher"]
@@ -32,7 +31,7 @@ class StoreWatcher:
         self.manager = manager
         self.interval_s = interval_s
         self.polls = 0
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("store-watcher", interval_s, self.poll_once)
 
     async def poll_once(self) -> list[str]:
         """One scan of the store; returns a line per change (also logged)."""
@@ -61,20 +60,8 @@ class StoreWatcher:
             (log.warning if line.startswith("FAILED") else log.info)("store watch: %s", line)
         return changes
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.poll_once()
-            except Exception:  # pragma: no cover - a bug must not end the watch
-                log.exception("store watch: poll failed")
-
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="store-watcher")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
