@@ -23,6 +23,7 @@ import argparse
 import datetime
 import os
 import platform
+import random
 import shlex
 import signal
 import sys
@@ -90,6 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "that visit every (server, protocol) pair in rotating order (start-up and memory are "
         "still measured one by one)",
     )  # fmt: skip
+    parser.add_argument(
+        "--shuffle-start", type=int, default=None, metavar="SEED",
+        help="with --interleave: start the servers in an order drawn with SEED, not as "
+        "listed (the report names the order), so no server always starts first",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench-results/peers"))
     parser.add_argument("--note", default="", help="a line for the report's header")
     parser.add_argument(
@@ -108,6 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--duration must be in (0, 120] seconds")
     if not 0 <= args.interleave <= 20:
         parser.error("--interleave takes 0 (off) to 20 rounds")
+    if args.shuffle_start is not None and not args.interleave:
+        parser.error("--shuffle-start needs --interleave (one server at a time has no order)")
     if not all(1 <= c <= MAX_CONCURRENCY for c in args.concurrency):
         parser.error(f"--concurrency levels must be 1..{MAX_CONCURRENCY}")
     return args
@@ -154,9 +162,18 @@ def _header(args: argparse.Namespace, load_before: float, load_after: float) -> 
         f"{images}; {args.duration:g} s per level, closed loop, client on the same cores; "
         f"load average {load_before:.1f} before, {load_after:.1f} after.",
     ]
+    if args.shuffle_start is not None:
+        lines += ["", f"Servers started in an order drawn with seed {args.shuffle_start}."]
     if args.note:
         lines += ["", args.note]
     return "\n".join(lines)
+
+
+def start_order(count: int, seed: int | None) -> list[int]:
+    """The order to start ``count`` servers in: as listed, or drawn with ``seed``."""
+    if seed is None:
+        return list(range(count))
+    return random.Random(seed).sample(range(count), count)
 
 
 def render_saved(path: Path, out: Path, plots: bool) -> int:
@@ -207,9 +224,11 @@ def _bench_workload(
     here = root / workload.key
     logs = args.out / "logs" / workload.key if len(args.workloads) > 1 else args.out / "logs"
     if args.interleave:
+        order = start_order(len(peers), args.shuffle_start)
+        print("start order: " + ", ".join(peers[i].label for i in order), flush=True)
         runs = bench_interleaved(
             peers, art, ports, here, jpeg, args.protocols, args.concurrency, args.duration,
-            args.interleave, workload.key,
+            args.interleave, workload.key, order,
         )  # fmt: skip
         for index, peer in enumerate(peers):
             keep_logs(here / f"peer{index + 1}-{peer.key}", logs, f"{index + 1}-{peer.key}")

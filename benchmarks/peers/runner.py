@@ -205,17 +205,27 @@ def bench_interleaved(
     duration: float,
     rounds: int,
     workload: str = "",
+    start_order: Sequence[int] | None = None,
 ) -> list[PeerRun]:
-    """All ``peers`` up at once; each level in ``rounds`` slices, pairs rotating."""
-    runs: list[PeerRun] = []
+    """All ``peers`` up at once; each level in ``rounds`` slices, pairs rotating.
+
+    ``start_order`` lists the indices of ``peers`` in the order to start them (default:
+    as listed); the runs and the rounds keep the listed order.
+    """
+    order = list(range(len(peers))) if start_order is None else list(start_order)
+    if sorted(order) != list(range(len(peers))):
+        raise ValueError(f"start_order {order} is not an order of {len(peers)} peers")
+    started: dict[int, tuple[PeerRun, _Live | None]] = {}
     lives: list[_Live] = []
     try:
-        for index, peer in enumerate(peers):
+        for index in order:
+            peer = peers[index]
             run, live = _start(peer, art, ports, root / f"peer{index + 1}-{peer.key}", jpeg)
             run.workload = workload
-            runs.append(run)
+            started[index] = (run, live)
             if live is not None:
                 lives.append(live)
+        lives = [live for _, (_, live) in sorted(started.items()) if live is not None]
         # Every (server, protocol) pair of a level shares its rounds, so REST and gRPC are
         # compared under the same machine load as the servers are.
         for level in levels:
@@ -246,7 +256,7 @@ def bench_interleaved(
     finally:
         for live in lives:
             live.server.stop()
-    return runs
+    return [run for _, (run, _) in sorted(started.items())]
 
 
 def keep_logs(workdir: Path, dest: Path, key: str) -> None:

@@ -172,25 +172,27 @@ def test_interleaved_rounds_merge_into_one_level() -> None:
 class _FakeServer:
     pid = -1  # no such process: the memory sample after the run is None
 
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
+        self.key = key
         self.stopped = False
 
     def stop(self) -> None:
         self.stopped = True
 
 
-def test_interleaved_rounds_visit_rest_and_grpc_of_a_level_together(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """Both protocols of a level share its rounds (they once ran minutes apart)."""
+def _fake_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[list[_FakeServer], list[tuple[str, str, int]]]:
+    """The runner with servers that start at once and levels that answer at once: the
+    servers in the order they were started, and every (peer, protocol, level) measured."""
     from benchmarks.peers import runner
     from benchmarks.peers.peers import Peer
 
-    calls: list[tuple[str, str, int]] = []
     servers: list[_FakeServer] = []
+    calls: list[tuple[str, str, int]] = []
 
     def start(peer: Peer, *args: object) -> tuple[PeerRun, object]:
-        servers.append(_FakeServer())
+        servers.append(_FakeServer(peer.key))
         live = runner._Live(peer, PeerRun(peer.key, peer.label), None, servers[-1])  # type: ignore[arg-type]
         return live.run, live
 
@@ -202,6 +204,17 @@ def test_interleaved_rounds_visit_rest_and_grpc_of_a_level_together(
 
     monkeypatch.setattr(runner, "_start", start)
     monkeypatch.setattr(runner, "_level", level)
+    return servers, calls
+
+
+def test_interleaved_rounds_visit_rest_and_grpc_of_a_level_together(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Both protocols of a level share its rounds (they once ran minutes apart)."""
+    from benchmarks.peers import runner
+    from benchmarks.peers.peers import Peer
+
+    servers, calls = _fake_servers(monkeypatch)
     peers = [Peer("care-serve", "care-serve"), Peer("onnx-fastapi", "minimal")]
     runs = runner.bench_interleaved(
         peers,
@@ -294,3 +307,37 @@ def test_stage_sums_are_read_from_a_running_care_serve() -> None:
     assert delta["count"] == 3.0
     assert delta["request"] >= delta["compute"] > 0 and delta["preprocess"] > 0
     assert asyncio.run(scrape_stages("http://127.0.0.1:9/metrics", timeout_s=2)) is None
+
+
+def test_interleaved_servers_start_in_the_given_order_and_report_as_listed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A drawn start order changes which server starts first, not the runs' order."""
+    from benchmarks.peers import runner
+    from benchmarks.peers.__main__ import start_order
+    from benchmarks.peers.peers import Peer
+
+    servers, _ = _fake_servers(monkeypatch)
+    peers = [Peer(key, key) for key in ("care-serve", "onnx-fastapi", "litserve", "kserve")]
+    order = next(start_order(4, seed) for seed in range(100) if start_order(4, seed)[0] != 0)
+    assert sorted(order) == [0, 1, 2, 3] and start_order(4, None) == [0, 1, 2, 3]
+    assert start_order(4, 7) == start_order(4, 7)  # the seed decides the order
+    runs = runner.bench_interleaved(
+        peers,
+        None,
+        None,
+        tmp_path,
+        b"",
+        ("rest",),
+        (1,),
+        1.0,
+        1,
+        "",
+        order,  # type: ignore[arg-type]
+    )
+    assert [server.key for server in servers] == [peers[i].key for i in order]
+    assert [run.key for run in runs] == [peer.key for peer in peers]
+    with pytest.raises(ValueError, match="not an order"):
+        runner.bench_interleaved(
+            peers, None, None, tmp_path, b"", ("rest",), (1,), 1.0, 1, "", [0, 0, 1, 2]
+        )  # type: ignore[arg-type]
