@@ -18,6 +18,7 @@ import grpc
 from care_serve.errors import CareServeError, RateLimited
 from care_serve.observability.request_context import current_request_id, note_key
 from care_serve.serving.auth import Access, Authorizer
+from care_serve.transports.grpc_abort import abort_with
 
 __all__ = ["AuthInterceptor", "access_of_method", "client_address"]
 
@@ -64,6 +65,17 @@ def _authorization(metadata: Any) -> str | None:
     return None
 
 
+def _refusal(exc: CareServeError) -> tuple[grpc.StatusCode, str, list[tuple[str, str]]]:
+    """The status, message and trailers (request id, Retry-After) of a refused call."""
+    trailers: list[tuple[str, str]] = []
+    rid = current_request_id()
+    if rid is not None:
+        trailers.append(("x-request-id", rid))
+    if isinstance(exc, RateLimited):
+        trailers.append(("retry-after", exc.retry_after_header))
+    return getattr(grpc.StatusCode, exc.grpc_code), exc.message, trailers
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Admits every call through the ``Authorizer`` before the servicer runs."""
 
@@ -86,16 +98,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             try:
                 principal = authorizer.admit(access, authorization, client_address(context.peer()))
             except CareServeError as exc:
-                trailers: list[tuple[str, str]] = []
-                rid = current_request_id()
-                if rid is not None:
-                    trailers.append(("x-request-id", rid))
-                if isinstance(exc, RateLimited):
-                    trailers.append(("retry-after", exc.retry_after_header))
-                await context.abort(
-                    getattr(grpc.StatusCode, exc.grpc_code), exc.message, tuple(trailers)
-                )
-            note_key(principal.name)
+                code, message, trailers = _refusal(exc)
+            else:
+                note_key(principal.name)
+                return
+            await abort_with(context, code, message, trailers)  # outside the except block
 
         for kind, make, streams_out in _HANDLER_KINDS:
             behavior = getattr(handler, kind)

@@ -32,6 +32,7 @@ from care_serve.streams.manager import StreamManager
 from care_serve.streams.stream import Stream, StreamStatus
 from care_serve.tasks.base import Task, task_classes
 from care_serve.transports.grpc.context import authorization_of, timeout_of
+from care_serve.transports.grpc_abort import answer_or_abort
 from care_serve.transports.remedies import client_message, grpc_remedy
 
 __all__ = ["InferenceServicer"]
@@ -180,16 +181,13 @@ def _stream_spec(spec_json: str) -> StreamSpec:
         raise InvalidInput(f"spec_json is not a valid stream: {problems}") from None
 
 
+def _status(exc: CareServeError) -> tuple[grpc.StatusCode, str]:
+    code = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+    return code, client_message(exc, grpc_remedy)
+
+
 async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except CareServeError as exc:
-        code = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
-        await context.abort(code, client_message(exc, grpc_remedy))
-    except Exception:
-        log.exception("internal error in a gRPC call")
-        await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
-    raise AssertionError("unreachable")  # context.abort raises
+    return await answer_or_abort(context, call, _status, "gRPC")
 
 
 class InferenceServicer(pb_grpc.InferenceServiceServicer):

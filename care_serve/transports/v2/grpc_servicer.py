@@ -27,6 +27,7 @@ from care_serve.grpc_gen.inference import grpc_service_pb2 as pb
 from care_serve.grpc_gen.inference import grpc_service_pb2_grpc as pb_grpc
 from care_serve.serving.data_plane import DataPlane
 from care_serve.transports.grpc.context import authorization_of, timeout_of
+from care_serve.transports.grpc_abort import answer_or_abort
 from care_serve.transports.remedies import client_message, v2_grpc_remedy
 from care_serve.transports.v2.codec import (
     DATATYPES,
@@ -76,15 +77,12 @@ def _code(exc: CareServeError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
 
 
+def _status(exc: CareServeError) -> tuple[grpc.StatusCode, str]:
+    return _code(exc), client_message(exc, v2_grpc_remedy)
+
+
 async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except CareServeError as exc:
-        await context.abort(_code(exc), client_message(exc, v2_grpc_remedy))
-    except Exception:
-        log.exception("internal error in a v2 gRPC call")
-        await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
-    raise AssertionError("unreachable")  # context.abort raises
+    return await answer_or_abort(context, call, _status, "v2 gRPC")
 
 
 def _value(param: Any) -> Any:
