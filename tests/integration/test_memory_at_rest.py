@@ -97,7 +97,7 @@ def test_rss_returns_within_10_percent_after_large_images(
     with (
         httpx.Client(base_url=url, timeout=120) as http,
         grpc.insecure_channel(
-            target, options=[("grpc.max_send_message_length", 64 * 2**20)]
+            target, options=[("grpc.max_send_message_length", 128 * 2**20)]
         ) as channel,
     ):
         stub = pb_grpc.InferenceServiceStub(channel)
@@ -127,6 +127,15 @@ def test_rss_returns_within_10_percent_after_large_images(
         assert 200 not in both(_bomb())
         answer = http.post("/classify", content=too_large)
         assert answer.status_code == 413
+        # Refused by the data plane once gRPC has read all of it, then by gRPC's own limit.
+        for image, code in (
+            (too_large, grpc.StatusCode.INVALID_ARGUMENT),
+            (too_large, grpc.StatusCode.INVALID_ARGUMENT),
+            (too_large * 3, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Classify(pb.ClassifyRequest(image=image), timeout=120)
+            assert refused.value.code() == code
         peak = _rss_mb(proc.pid)
         end = time.monotonic() + 10
         while time.monotonic() < end and _rss_mb(proc.pid) > 1.1 * resting:
