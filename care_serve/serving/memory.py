@@ -5,7 +5,8 @@ is freed when its request ends, but glibc keeps the pages: in the arena of the
 thread that freed them, and, after large blocks were freed, with a raised mmap
 threshold that serves later large blocks from the heap too. RSS then stays at
 its peak. The janitor reads the process's RSS every ``interval_s``: when it has
-grown by ``growth_mb`` since the last trim and no request is in flight, it calls
+grown by ``growth`` (5 %, at least ``min_growth_mb``) of its resting level since the
+last trim and no request is in flight, it calls
 ``malloc_trim`` (every arena) in a worker thread, after a collection of Python's
 cyclic garbage: a refused request can leave its buffers in a reference cycle (an
 exception's traceback holds the frames that hold the request; two refused 25 MB
@@ -59,13 +60,15 @@ class MemoryJanitor:
         self,
         inflight: Callable[[], int],
         interval_s: float = 2.0,
-        growth_mb: float = 32.0,
+        growth: float = 0.05,
+        min_growth_mb: float = 8.0,
         trim: Callable[[], None] = release_garbage_and_free_memory,
         rss: Callable[[], float | None] = rss_mb,
     ) -> None:
         self._inflight = inflight
         self.interval_s = interval_s
-        self.growth_mb = growth_mb
+        self.growth = growth
+        self.min_growth_mb = min_growth_mb
         self._trim = trim
         self._rss = rss
         self._rested = rss()  # RSS after the last trim that settled (or at start)
@@ -80,11 +83,12 @@ class MemoryJanitor:
         await self._periodic.stop()
 
     async def check(self) -> bool:
-        """Trim now if RSS grew by ``growth_mb`` since the last trim and nothing is in flight."""
+        """Trim now if RSS grew by ``growth`` of its resting level since the last trim and
+        nothing is in flight (the resting level within 10 % is what the server promises)."""
         now = self._rss()
         if now is None or self._inflight() > 0:
             return False
-        if self._rested is not None and now < self._rested + self.growth_mb:
+        if self._rested is not None and now < self._grown(self._rested):
             self._rested, self._unsettled = min(self._rested, now), 0
             return False
         try:
@@ -96,6 +100,10 @@ class MemoryJanitor:
         self._settle(self._rss())
         return True
 
+    def _grown(self, rested: float) -> float:
+        """The RSS (MiB) from which a resting level of ``rested`` counts as grown."""
+        return rested + max(self.min_growth_mb, self.growth * rested)
+
     def _settle(self, after: float | None) -> None:
         """Take the RSS after a trim as the new resting level, unless it is still grown.
 
@@ -106,7 +114,7 @@ class MemoryJanitor:
         loaded, caches warmed up).
         """
         rested = self._rested
-        if after is not None and rested is not None and after >= rested + self.growth_mb:
+        if after is not None and rested is not None and after >= self._grown(rested):
             self._unsettled += 1
             if self._unsettled < SETTLE_TRIMS:
                 return

@@ -35,11 +35,13 @@ def test_it_trims_once_rss_has_grown_and_the_server_is_idle() -> None:
         results.append(await janitor.check())  # grown and idle: trim
         results.append(await janitor.check())  # back at rest
         world.rss = 530.0
-        results.append(await janitor.check())  # less than 32 MB above the last trim
+        results.append(await janitor.check())  # less than 5 % above the last trim (510)
+        world.rss = 540.0
+        results.append(await janitor.check())  # 5 % or more: trim
         return results
 
-    assert asyncio.run(main()) == [False, False, True, False, False]
-    assert world.trims == janitor.trims == 1
+    assert asyncio.run(main()) == [False, False, True, False, False, True]
+    assert world.trims == janitor.trims == 2
 
 
 def test_a_failing_trim_is_logged_not_raised() -> None:
