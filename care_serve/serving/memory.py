@@ -66,7 +66,6 @@ class MemoryJanitor:
         rss: Callable[[], float | None] = rss_mb,
     ) -> None:
         self._inflight = inflight
-        self.interval_s = interval_s
         self.growth = growth
         self.min_growth_mb = min_growth_mb
         self._trim = trim

@@ -29,7 +29,6 @@ class StoreWatcher:
 
     def __init__(self, manager: ModelManager, interval_s: float) -> None:
         self.manager = manager
-        self.interval_s = interval_s
         self.polls = 0
         self._periodic = Periodic("store-watcher", interval_s, self.poll_once)
 

@@ -13,7 +13,6 @@ deadline (``context.time_remaining()``) becomes the request deadline.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -37,7 +36,6 @@ from care_serve.transports.remedies import client_message, grpc_remedy
 
 __all__ = ["InferenceServicer"]
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

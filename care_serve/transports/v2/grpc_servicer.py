@@ -9,7 +9,6 @@ DEADLINE_EXCEEDED, UNAUTHENTICATED (repository RPCs without the admin token).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -48,7 +47,6 @@ from care_serve.transports.v2.protocol import V2Protocol
 
 __all__ = ["SERVICE_NAME", "V2Servicer"]
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
